@@ -1,0 +1,69 @@
+#include "ipc/sys.hpp"
+
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <climits>
+#include <fstream>
+#include <sstream>
+
+namespace bulkhead::ipc {
+
+void throw_sys(const std::string& context) {
+  throw SysError(errno, context);
+}
+void throw_sys(int err, const std::string& context) {
+  throw SysError(err, context);
+}
+
+void UniqueFd::reset(int fd) noexcept {
+  if (fd_ >= 0) ::close(fd_);  // close() is never retried on Linux: the fd is gone either way
+  fd_ = fd;
+}
+
+std::optional<std::uint64_t> process_start_time(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  if (!in) return std::nullopt;
+  std::string line;
+  std::getline(in, line);
+  // comm (field 2) may contain spaces and parentheses: parse after the last ')'.
+  auto close = line.rfind(')');
+  if (close == std::string::npos) return std::nullopt;
+  std::istringstream rest(line.substr(close + 1));
+  std::string field;
+  // Fields 3..21 precede starttime (field 22).
+  for (int i = 3; i <= 21; ++i) {
+    if (!(rest >> field)) return std::nullopt;
+  }
+  std::uint64_t start = 0;
+  if (!(rest >> start)) return std::nullopt;
+  return start;
+}
+
+void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
+                std::optional<Deadline> deadline) noexcept {
+  static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
+  timespec ts{};
+  timespec* tsp = nullptr;
+  if (deadline) {
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline->time_since_epoch());
+    if (ns.count() < 0) ns = std::chrono::nanoseconds(0);
+    ts.tv_sec = static_cast<time_t>(ns.count() / 1'000'000'000);
+    ts.tv_nsec = static_cast<long>(ns.count() % 1'000'000'000);
+    tsp = &ts;
+  }
+  // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC timeout (steady_clock).
+  // Shared futex: no FUTEX_PRIVATE_FLAG, the word lives in a shared mapping.
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT_BITSET, expected, tsp,
+            nullptr, FUTEX_BITSET_MATCH_ANY);
+}
+
+int futex_wake(std::atomic<std::uint32_t>* word, int n) noexcept {
+  long r = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, n, nullptr,
+                     nullptr, 0);
+  return r < 0 ? 0 : static_cast<int>(r);
+}
+
+}  // namespace bulkhead::ipc

@@ -1,0 +1,129 @@
+// schema/codec.hpp: Cap'n Proto messages built in place and read in place.
+//
+// What it is for: putting an Envelope (or any Cap'n Proto root) straight into
+// memory the caller provides (normally a frame reserved in a ring) and reading
+// one back without copying.  schema/ depends on nothing else in Bulkhead: the
+// ring is reached through a duck-typed producer (try_reserve / commit /
+// try_push / status), see `send_message`.
+//
+// Wire form: the standard flat form (segment table, then segments).  A
+// message built by FlatBuilder that fits in the caller's area has exactly one
+// segment, so the table is 8 bytes and the root follows at offset 8.
+//
+// Trust: `read_message` treats its bytes as hostile.  It checks alignment and
+// size, applies traversal and nesting limits, and turns every Cap'n Proto
+// failure (also those thrown lazily while `use` walks the message) into a
+// DecodeError with Cap'n Proto's description.  It never reads outside `bytes`.
+// The sender may still be writing into shared memory while we read: Cap'n
+// Proto re-checks every pointer against the fixed segment bounds, so that can
+// produce wrong values but no out-of-bounds read.
+#pragma once
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <kj/exception.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "schema/envelope.capnp.h"
+
+namespace bulkhead::schema {
+
+// Frame kind of a ring frame holding one flat Cap'n Proto Envelope.
+inline constexpr std::uint32_t kEnvelopeFrame = 1;
+
+struct ReadLimits {
+  std::uint64_t traversal_words = 8u << 20;  // 64 MiB of traversal
+  unsigned nesting = 64;                     // pointer depth
+};
+
+struct DecodeError {
+  std::string what;
+};
+
+// Builds one message whose first segment is `area` (8-aligned, zeroed here).
+class FlatBuilder {
+ public:
+  explicit FlatBuilder(std::span<std::byte> area);
+  FlatBuilder(const FlatBuilder&) = delete;
+  FlatBuilder& operator=(const FlatBuilder&) = delete;
+
+  template <class T>
+  typename T::Builder init_root() {
+    return builder_.initRoot<T>();
+  }
+  capnp::MessageBuilder& message() noexcept { return builder_; }
+
+  // If the whole message lives in `area`: writes its segment table at the
+  // start of `area` and returns the flat size in bytes.  Otherwise returns 0:
+  // the message spilled into heap segments; use flatten() to copy it out.
+  std::size_t finish() noexcept;
+  // The flat form, on the heap (the slow path for big messages).
+  kj::Array<capnp::word> flatten();
+
+ private:
+  std::span<std::byte> area_;
+  capnp::MallocMessageBuilder builder_;
+};
+
+// Builds a message with `fill(FlatBuilder&)` straight into a frame reserved
+// on `producer` (first segment `first_segment_bytes` of ring memory) and
+// publishes it with frame kind `kind`.  A message larger than that is
+// flattened on the heap and pushed with a copy.  Returns the producer's
+// status type (ok, full, too_big, broken).
+template <class Producer, class Fill>
+auto send_message(Producer& producer, std::uint32_t kind, std::size_t first_segment_bytes,
+                  Fill&& fill) -> decltype(producer.status()) {
+  auto area = producer.try_reserve(first_segment_bytes);
+  if (area.data() == nullptr) return producer.status();
+  FlatBuilder b(area);
+  fill(b);
+  if (std::size_t n = b.finish()) {
+    producer.commit(kind, n);
+    return decltype(producer.status()){};  // ok
+  }
+  auto words = b.flatten();
+  auto bytes = words.asBytes();
+  return producer.try_push(kind, {reinterpret_cast<const std::byte*>(bytes.begin()), bytes.size()});
+}
+
+// Opens `bytes` as a flat message and calls use(capnp::MessageReader&).  Any
+// Cap'n Proto failure inside (bad segment table, pointer out of bounds,
+// traversal or nesting limit) comes back as a DecodeError.
+template <class Use>
+std::optional<DecodeError> read_message(std::span<const std::byte> bytes, const ReadLimits& limits,
+                                        Use&& use) {
+  if (reinterpret_cast<std::uintptr_t>(bytes.data()) % sizeof(capnp::word) != 0) {
+    return DecodeError{"message is not 8-byte aligned"};
+  }
+  if (bytes.size() % sizeof(capnp::word) != 0 || bytes.size() < sizeof(capnp::word)) {
+    return DecodeError{"message length " + std::to_string(bytes.size()) +
+                       " is not a positive multiple of 8"};
+  }
+  capnp::ReaderOptions opts;
+  opts.traversalLimitInWords = limits.traversal_words;
+  opts.nestingLimit = static_cast<int>(limits.nesting);
+  try {
+    capnp::FlatArrayMessageReader reader(
+        kj::ArrayPtr<const capnp::word>(reinterpret_cast<const capnp::word*>(bytes.data()),
+                                        bytes.size() / sizeof(capnp::word)),
+        opts);
+    use(static_cast<capnp::MessageReader&>(reader));
+    return std::nullopt;
+  } catch (const kj::Exception& e) {
+    return DecodeError{std::string("invalid Cap'n Proto message: ") + e.getDescription().cStr()};
+  }
+}
+
+// Reads the whole Envelope once (every pointer followed), so that a bad
+// message is rejected here rather than in a handler.  Cheap for small
+// messages; use it where the reader cannot handle a late failure.
+std::optional<DecodeError> validate_envelope(std::span<const std::byte> bytes,
+                                             const ReadLimits& limits = {});
+
+}  // namespace bulkhead::schema

@@ -1,0 +1,58 @@
+// Pins the shared-memory layouts.  If this test fails you changed a layout
+// that another build (a worker, a client) reads: bump the layout version
+// (kSegmentLayoutVersion / kRingLayoutVersion) and then update the numbers.
+#include <gtest/gtest.h>
+
+#include <cstddef>
+
+#include "ipc/doorbell.hpp"
+#include "ipc/ring.hpp"
+#include "ipc/segment.hpp"
+
+namespace bulkhead {
+namespace {
+
+TEST(Layout, SegmentHeaderIsPinned) {
+  using H = ipc::SegmentHeader;
+  EXPECT_EQ(ipc::kSegmentLayoutVersion, 1u);
+  EXPECT_EQ(sizeof(H), 128u);
+  EXPECT_EQ(offsetof(H, magic), 0u);
+  EXPECT_EQ(offsetof(H, layout_version), 8u);
+  EXPECT_EQ(offsetof(H, header_bytes), 12u);
+  EXPECT_EQ(offsetof(H, size), 16u);
+  EXPECT_EQ(offsetof(H, creator_start_time), 24u);
+  EXPECT_EQ(offsetof(H, creator_pid), 32u);
+  EXPECT_EQ(offsetof(H, name), 40u);
+  EXPECT_TRUE(std::is_standard_layout_v<H>);
+  EXPECT_TRUE(std::is_trivially_copyable_v<H>);
+}
+
+TEST(Layout, RingControlIsPinned) {
+  using R = ipc::RingControl;
+  EXPECT_EQ(ipc::kRingLayoutVersion, 1u);
+  EXPECT_EQ(sizeof(R), 256u);
+  EXPECT_EQ(alignof(R), 64u);
+  EXPECT_EQ(offsetof(R, magic), 0u);
+  EXPECT_EQ(offsetof(R, version), 8u);
+  EXPECT_EQ(offsetof(R, capacity), 16u);
+  EXPECT_EQ(offsetof(R, max_payload), 24u);
+  EXPECT_EQ(offsetof(R, tail), 64u);
+  EXPECT_EQ(offsetof(R, producer_waiting), 72u);
+  EXPECT_EQ(offsetof(R, head), 128u);
+  EXPECT_TRUE(std::is_standard_layout_v<R>);
+}
+
+TEST(Layout, FrameHeaderAndDoorbellArePinned) {
+  EXPECT_EQ(sizeof(ipc::FrameHeader), 8u);
+  EXPECT_EQ(offsetof(ipc::FrameHeader, length), 0u);
+  EXPECT_EQ(offsetof(ipc::FrameHeader, kind), 4u);
+  EXPECT_EQ(sizeof(ipc::DoorbellWord), 64u);
+  EXPECT_EQ(offsetof(ipc::DoorbellWord, seq), 0u);
+  EXPECT_EQ(offsetof(ipc::DoorbellWord, sleeping), 4u);
+  EXPECT_EQ(ipc::frame_bytes(0), 8u);
+  EXPECT_EQ(ipc::frame_bytes(1), 16u);
+  EXPECT_EQ(ipc::frame_bytes(8), 16u);
+}
+
+}  // namespace
+}  // namespace bulkhead

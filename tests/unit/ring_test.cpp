@@ -1,0 +1,244 @@
+// Single-process behaviour of the frame ring: order, wrap, full, empty,
+// largest and oversize frames, and detection of a scribbled ring.
+#include "ipc/ring.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "tests/ring_fixture.hpp"
+
+namespace bulkhead {
+namespace {
+
+using ipc::PopStatus;
+using ipc::PushStatus;
+using testing::RingFixture;
+
+std::vector<std::byte> bytes_of(std::uint64_t seq, std::size_t len) {
+  std::vector<std::byte> v(len);
+  for (std::size_t i = 0; i < len; ++i) v[i] = static_cast<std::byte>((seq * 31 + i) & 0xff);
+  return v;
+}
+
+TEST(Ring, EmptyRingPopsNothing) {
+  RingFixture f(256);
+  ipc::RingConsumer c(f.ring_mem(), "t");
+  ipc::Frame fr;
+  EXPECT_EQ(c.try_peek(fr), PopStatus::empty);
+  EXPECT_FALSE(c.readable());
+}
+
+TEST(Ring, FramesComeOutInOrderWithTheirKindAndBytes) {
+  RingFixture f(4096);
+  ipc::RingProducer p(f.ring_mem(), "t");
+  ipc::RingConsumer c(f.ring_mem(), "t");
+  for (std::uint32_t i = 0; i < 20; ++i) {
+    auto data = bytes_of(i, i * 3);
+    ASSERT_EQ(p.try_push(i + 1, data), PushStatus::ok);
+  }
+  for (std::uint32_t i = 0; i < 20; ++i) {
+    ipc::Frame fr;
+    ASSERT_EQ(c.try_peek(fr), PopStatus::ok);
+    EXPECT_EQ(fr.kind, i + 1);
+    auto want = bytes_of(i, i * 3);
+    ASSERT_EQ(fr.payload.size(), want.size());
+    EXPECT_EQ(std::memcmp(fr.payload.data(), want.data(), want.size()), 0);
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(fr.payload.data()) % 8, 0u);
+    c.release();
+  }
+  ipc::Frame fr;
+  EXPECT_EQ(c.try_peek(fr), PopStatus::empty);
+}
+
+TEST(Ring, WrapsAroundManyTimesWithOddSizes) {
+  RingFixture f(512);
+  ipc::RingProducer p(f.ring_mem(), "t");
+  ipc::RingConsumer c(f.ring_mem(), "t");
+  std::vector<std::byte> out(p.max_payload());
+  std::uint64_t sent = 0, got = 0;
+  for (int round = 0; round < 5000; ++round) {
+    std::size_t len = (round * 37) % 100;
+    auto data = bytes_of(sent, len);
+    if (p.try_push(7, data) == PushStatus::ok) ++sent;
+    if (round % 3 == 0) continue;  // let it fill up sometimes
+    std::uint32_t kind;
+    std::size_t n;
+    while (c.try_pop(kind, out, n) == PopStatus::ok) {
+      auto want = bytes_of(got, n);
+      ASSERT_EQ(std::memcmp(out.data(), want.data(), n), 0) << "frame " << got;
+      ++got;
+    }
+  }
+  EXPECT_EQ(got, sent);
+  EXPECT_GT(c.position(), 512u * 100) << "the test must wrap many times";
+}
+
+TEST(Ring, FullRingRefusesUntilConsumerReleases) {
+  RingFixture f(256);
+  ipc::RingProducer p(f.ring_mem(), "t");
+  ipc::RingConsumer c(f.ring_mem(), "t");
+  auto data = bytes_of(1, 24);  // 32-byte frames: 8 fit in 256 bytes
+  int pushed = 0;
+  while (p.try_push(1, data) == PushStatus::ok) ++pushed;
+  EXPECT_EQ(pushed, 8);
+  EXPECT_EQ(p.status(), PushStatus::full);
+  ipc::Frame fr;
+  ASSERT_EQ(c.try_peek(fr), PopStatus::ok);
+  EXPECT_EQ(p.try_push(1, data), PushStatus::full) << "peeked but not released: still full";
+  c.release();
+  EXPECT_EQ(p.try_push(1, data), PushStatus::ok);
+}
+
+TEST(Ring, LargestFrameFitsAndOneMoreByteIsRejected) {
+  RingFixture f(1024);
+  ipc::RingProducer p(f.ring_mem(), "t");
+  ipc::RingConsumer c(f.ring_mem(), "t");
+  EXPECT_EQ(p.max_payload(), 1024u / 2 - 8);
+  // Put the tail near the end so the largest frame must wrap behind a pad.
+  auto small = bytes_of(0, 600);
+  ASSERT_EQ(p.try_push(1, std::span(small).first(400)), PushStatus::ok);
+  std::vector<std::byte> out(c.max_payload());
+  std::uint32_t kind;
+  std::size_t n;
+  ASSERT_EQ(c.try_pop(kind, out, n), PopStatus::ok);
+  auto big = bytes_of(9, p.max_payload());
+  ASSERT_EQ(p.try_push(2, big), PushStatus::ok);
+  ASSERT_EQ(c.try_pop(kind, out, n), PopStatus::ok);
+  EXPECT_EQ(n, big.size());
+  EXPECT_EQ(std::memcmp(out.data(), big.data(), n), 0);
+  auto too_big = bytes_of(9, p.max_payload() + 1);
+  EXPECT_EQ(p.try_push(2, too_big), PushStatus::too_big);
+  EXPECT_EQ(p.try_push(2, small), PushStatus::too_big);
+  EXPECT_EQ(p.try_push(3, std::span(small).first(8)), PushStatus::ok) << "too_big is not sticky";
+}
+
+TEST(Ring, PushWithDeadlineTimesOutOnAFullRing) {
+  RingFixture f(256);
+  ipc::RingProducer p(f.ring_mem(), "t");
+  auto data = bytes_of(1, 56);
+  while (p.try_push(1, data) == PushStatus::ok) {
+  }
+  ASSERT_EQ(p.status(), PushStatus::full);
+  auto t0 = ipc::Clock::now();
+  EXPECT_EQ(p.push(1, data, t0 + std::chrono::milliseconds(20)), PushStatus::timeout);
+  EXPECT_GE(ipc::Clock::now() - t0, std::chrono::milliseconds(20));
+}
+
+TEST(Ring, ReserveAndCommitPublishesOnlyTheCommittedLength) {
+  RingFixture f(1024);
+  ipc::RingProducer p(f.ring_mem(), "t");
+  ipc::RingConsumer c(f.ring_mem(), "t");
+  auto area = p.try_reserve(200);
+  ASSERT_EQ(area.size(), 200u);
+  ipc::Frame fr;
+  EXPECT_EQ(c.try_peek(fr), PopStatus::empty) << "nothing visible before commit";
+  std::memset(area.data(), 0x5a, 10);
+  p.commit(4, 10);
+  ASSERT_EQ(c.try_peek(fr), PopStatus::ok);
+  EXPECT_EQ(fr.kind, 4u);
+  EXPECT_EQ(fr.payload.size(), 10u);
+}
+
+// --- corruption: the producer scribbles, the consumer notices and survives ---
+
+TEST(RingCorruption, TailBeyondCapacityBreaksRingNamingTail) {
+  RingFixture f(256);
+  ipc::RingConsumer c(f.ring_mem(), "ringA");
+  f.control()->tail.store(10'000);
+  ipc::Frame fr;
+  EXPECT_EQ(c.try_peek(fr), PopStatus::broken);
+  EXPECT_STREQ(c.fault().field, "tail");
+  EXPECT_EQ(c.fault().value, 10'000u);
+  EXPECT_NE(c.fault().describe().find("ringA"), std::string::npos);
+  EXPECT_EQ(c.try_peek(fr), PopStatus::broken) << "broken is sticky";
+}
+
+TEST(RingCorruption, MisalignedTailBreaksRing) {
+  RingFixture f(256);
+  ipc::RingConsumer c(f.ring_mem(), "t");
+  f.control()->tail.store(13);
+  ipc::Frame fr;
+  EXPECT_EQ(c.try_peek(fr), PopStatus::broken);
+  EXPECT_STREQ(c.fault().field, "tail");
+}
+
+TEST(RingCorruption, FrameLengthBeyondPublishedBytesBreaksRing) {
+  RingFixture f(1024);
+  ipc::RingProducer p(f.ring_mem(), "t");
+  ipc::RingConsumer c(f.ring_mem(), "t");
+  auto data = bytes_of(1, 16);
+  ASSERT_EQ(p.try_push(1, data), PushStatus::ok);
+  ipc::FrameHeader evil{400, 1};  // claims more than the 24 published bytes
+  std::memcpy(f.data(), &evil, sizeof evil);
+  ipc::Frame fr;
+  EXPECT_EQ(c.try_peek(fr), PopStatus::broken);
+  EXPECT_STREQ(c.fault().field, "frame.length");
+  EXPECT_EQ(c.fault().value, 400u);
+}
+
+TEST(RingCorruption, HugeFrameLengthBreaksRing) {
+  RingFixture f(1024);
+  ipc::RingConsumer c(f.ring_mem(), "t");
+  ipc::FrameHeader evil{0xffffffffu, 1};
+  std::memcpy(f.data(), &evil, sizeof evil);
+  f.control()->tail.store(1024);
+  ipc::Frame fr;
+  EXPECT_EQ(c.try_peek(fr), PopStatus::broken);
+  EXPECT_STREQ(c.fault().field, "frame.length");
+}
+
+TEST(RingCorruption, PadFrameOfWrongLengthBreaksRing) {
+  RingFixture f(256);
+  ipc::RingConsumer c(f.ring_mem(), "t");
+  ipc::FrameHeader evil{8, ipc::kPadKind};  // a pad must reach the end of the buffer
+  std::memcpy(f.data(), &evil, sizeof evil);
+  f.control()->tail.store(64);
+  ipc::Frame fr;
+  EXPECT_EQ(c.try_peek(fr), PopStatus::broken);
+  EXPECT_STREQ(c.fault().field, "frame.length");
+}
+
+TEST(RingCorruption, ConsumerHeadScribbledBreaksProducerNamingHead) {
+  RingFixture f(256);
+  ipc::RingProducer p(f.ring_mem(), "t");
+  auto data = bytes_of(1, 100);
+  ASSERT_EQ(p.try_push(1, data), PushStatus::ok);
+  ASSERT_EQ(p.try_push(1, data), PushStatus::ok);
+  f.control()->head.store(1u << 30);  // the consumer claims to have read the future
+  EXPECT_EQ(p.try_push(1, data), PushStatus::broken);
+  EXPECT_STREQ(p.fault().field, "head");
+}
+
+TEST(RingCorruption, WrongMagicIsRefusedAtAttachNamingTheField) {
+  RingFixture f(256);
+  f.control()->magic = 0x1234;
+  try {
+    ipc::RingConsumer c(f.ring_mem(), "ringB");
+    FAIL() << "attach must fail";
+  } catch (const ipc::RingError& e) {
+    EXPECT_NE(std::string(e.what()).find("magic"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("ringB"), std::string::npos) << e.what();
+  }
+}
+
+TEST(RingCorruption, WrongVersionAndCapacityAreRefusedAtAttach) {
+  RingFixture f(256);
+  f.control()->version = 99;
+  EXPECT_THROW(ipc::RingProducer(f.ring_mem(), "t"), ipc::RingError);
+  f.control()->version = ipc::kRingLayoutVersion;
+  f.control()->capacity = 300;
+  EXPECT_THROW(ipc::RingProducer(f.ring_mem(), "t"), ipc::RingError);
+  f.control()->capacity = 1u << 20;  // larger than the region
+  EXPECT_THROW(ipc::RingConsumer(f.ring_mem(), "t"), ipc::RingError);
+}
+
+TEST(RingInit, RejectsCapacityThatIsNotAPowerOfTwo) {
+  RingFixture f(256, "init", 1024);
+  EXPECT_THROW(ipc::init_ring(f.ring_mem(), 300), std::invalid_argument);
+  EXPECT_THROW(ipc::init_ring(f.ring_mem(), 128), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace bulkhead
