@@ -1,0 +1,70 @@
+// ipc/mailbox.hpp: the layout of a worker's segment.
+//
+// What it is for: the supervisor creates one segment per child (not per
+// incarnation: it outlives crashes) and hands its fd to every incarnation.
+// Both sides must agree on where things are; this header is that agreement.
+// It is transport only: no actors, no policy.
+//
+// Layout of the segment payload (offsets from payload start):
+//   0      MailboxHeader (64 bytes): passport + where the rings are
+//   64     DoorbellWord: the worker's one futex word for all its input rings
+//   128    control ring (supervisor -> worker), RingControl + data
+// The control ring is re-formatted by the supervisor before each incarnation
+// starts (the only producer is the supervisor, the old consumer is dead), so
+// a Stop meant for a dead incarnation never reaches the next one.
+//
+// Trust: the worker may scribble on all of it.  The supervisor keeps its own
+// copy of every offset and never reads them back from shared memory.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "ipc/doorbell.hpp"
+#include "ipc/ring.hpp"
+#include "ipc/segment.hpp"
+
+namespace bulkhead::ipc {
+
+inline constexpr std::uint64_t kMailboxMagic = 0x584f424d'4b4c5542ULL;  // "BULKMBOX" LE
+inline constexpr std::uint32_t kMailboxLayoutVersion = 1;
+inline constexpr std::uint32_t kControlFrame = 2;  // frame kind of a ToWorker message
+
+struct MailboxHeader {
+  std::uint64_t magic;                  // kMailboxMagic
+  std::uint32_t version;                // kMailboxLayoutVersion
+  std::uint32_t reserved0;              // zero
+  std::uint64_t doorbell_offset;        // from payload start
+  std::uint64_t control_ring_offset;    // from payload start
+  std::uint64_t control_ring_capacity;  // data bytes of the control ring
+  std::uint8_t reserved1[24];
+};
+static_assert(sizeof(MailboxHeader) == 64);
+
+struct MailboxLayout {
+  std::size_t doorbell_offset = 64;
+  std::size_t control_ring_offset = 128;
+  std::size_t control_ring_capacity = 16 * 1024;
+
+  [[nodiscard]] std::size_t payload_bytes() const {
+    return control_ring_offset + ring_footprint(control_ring_capacity);
+  }
+};
+
+// Supervisor side: writes header, doorbell and control ring.
+void format_mailbox(const Segment& seg, const MailboxLayout& layout);
+// Supervisor side: re-formats the control ring (before a new incarnation).
+void reset_control_ring(const Segment& seg, const MailboxLayout& layout);
+
+struct MailboxView {
+  DoorbellWord* doorbell = nullptr;
+  std::span<std::byte> control_ring;
+};
+// Supervisor side: the view from its own trusted layout.
+MailboxView mailbox_view(const Segment& seg, const MailboxLayout& layout);
+// Worker side: validates the header against the segment and returns the view;
+// throws RingError / SegmentError naming the bad field.
+MailboxView attach_mailbox(const Segment& seg);
+
+}  // namespace bulkhead::ipc

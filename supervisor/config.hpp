@@ -1,0 +1,121 @@
+// supervisor/config.hpp: the supervision tree as data, loaded from TOML.
+//
+// What it is for: `load_tree()` reads and validates a whole tree file before
+// anything is started.  Every problem found is reported (not only the first),
+// each as "FILE:LINE:COL: key 'K': what is wrong".  Restart policy lives here
+// as plain data; supervisor/tree.hpp interprets it.
+//
+// File format (see examples/tree.toml and README.md for a full example):
+//   [tree]           name, worker (default worker binary)
+//   [root]           a supervisor: strategy, intensity, period_ms,
+//                    auto_shutdown, children = [[root.children]] ...
+//   a worker child:  id, type = "worker", binary, actors = [{type, name, args}],
+//                    restart, shutdown, significant, start_timeout_ms, backoff
+//   a supervisor child: id, type = "supervisor", the [root] keys, restart,
+//                    shutdown, significant; children or (simple_one_for_one)
+//                    template = {worker keys} and instances = N
+#pragma once
+
+#include <toml++/toml.h>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace bulkhead::supervisor {
+
+using Ms = std::chrono::milliseconds;
+
+enum class Strategy { one_for_one, one_for_all, rest_for_one, simple_one_for_one };
+enum class RestartType { permanent, transient, temporary };
+enum class AutoShutdown { never, any_significant, all_significant };
+enum class ChildKind { worker, supervisor };
+
+const char* to_string(Strategy s);
+const char* to_string(RestartType r);
+const char* to_string(AutoShutdown a);
+
+struct Shutdown {
+  enum class Kind { brutal_kill, timeout, infinity } kind = Kind::timeout;
+  Ms timeout{5000};
+};
+
+// Restart backoff (beyond OTP): delay = initial * multiplier^(n-1), capped at
+// max, +- jitter (a fraction), reset to initial once the child stayed up for
+// reset_after.
+struct Backoff {
+  Ms initial{10};
+  Ms max{5000};
+  double multiplier = 2.0;
+  double jitter = 0.1;
+  Ms reset_after{10000};
+};
+
+struct ActorConfig {
+  std::string type;
+  std::string name;
+  toml::table args;  // converted to a Value map when sent to the worker
+};
+
+struct SupervisorSpec;
+
+struct ChildSpec {
+  std::string id;
+  ChildKind kind = ChildKind::worker;
+  RestartType restart = RestartType::permanent;
+  Shutdown shutdown;
+  bool significant = false;
+  // worker
+  std::string binary;  // absolute path
+  std::vector<ActorConfig> actors;
+  Ms start_timeout{5000};
+  std::optional<Backoff> backoff;
+  // supervisor
+  std::shared_ptr<SupervisorSpec> supervisor;
+};
+
+struct SupervisorSpec {
+  Strategy strategy = Strategy::one_for_one;
+  int intensity = 1;  // OTP default
+  Ms period{5000};    // OTP default: 5 s
+  AutoShutdown auto_shutdown = AutoShutdown::never;
+  std::vector<ChildSpec> children;
+  std::optional<ChildSpec> child_template;  // simple_one_for_one only
+  int instances = 0;                        // dynamic children started at boot
+};
+
+struct TreeSpec {
+  std::string name = "bulkhead";
+  std::filesystem::path file;
+  SupervisorSpec root;
+};
+
+class ConfigError : public std::runtime_error {
+ public:
+  explicit ConfigError(std::vector<std::string> problems);
+  [[nodiscard]] const std::vector<std::string>& problems() const noexcept { return problems_; }
+
+ private:
+  std::vector<std::string> problems_;
+};
+
+// Finds the actor types a worker binary hosts (runs `BINARY --list-actors`).
+// Returns nullopt if the binary cannot be run or fails.
+using ActorTypeProbe =
+    std::function<std::optional<std::vector<std::string>>(const std::string& binary)>;
+std::optional<std::vector<std::string>> probe_actor_types(const std::string& binary);
+
+struct LoadOptions {
+  std::filesystem::path default_worker;  // used when the tree names none
+  ActorTypeProbe probe = probe_actor_types;
+};
+
+// Reads, parses and validates `file`.  Throws ConfigError listing every problem.
+TreeSpec load_tree(const std::filesystem::path& file, const LoadOptions& options);
+
+}  // namespace bulkhead::supervisor

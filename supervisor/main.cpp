@@ -1,0 +1,75 @@
+// bulkhead-supervisor: runs one supervision tree.
+//
+// Usage: bulkhead-supervisor TREE.toml [--events FILE] [--check] [--log-level L]
+// Exit codes (stable, documented in README.md):
+//   0  stopped on request (SIGTERM/SIGINT) or by auto_shutdown
+//   1  the root supervisor gave up (restart intensity reached)
+//   2  bad command line or bad tree file (nothing was started)
+//   3  the tree failed to start (a child failed to start)
+//   4  internal error (a bug: please report)
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+
+#include "supervisor/config.hpp"
+#include "supervisor/runtime.hpp"
+
+namespace {
+
+std::filesystem::path self_dir() {
+  std::error_code ec;
+  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::filesystem::path{} : p.parent_path();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace bulkhead::supervisor;
+  CLI::App app{"bulkhead-supervisor: runs an OTP-style supervision tree of worker processes"};
+  std::string tree_file, events, level = "info";
+  bool check_only = false;
+  app.add_option("tree", tree_file, "the tree file (TOML)")->required();
+  app.add_option("--events", events, "append machine-readable events (JSON lines) to FILE");
+  app.add_flag("--check", check_only, "validate the tree file and exit (0 valid, 2 invalid)");
+  app.add_option("--log-level", level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+
+  auto logger = spdlog::stderr_color_mt("bulkhead");
+  logger->set_pattern("%H:%M:%S.%e %^%-5l%$ %v");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(level));
+
+  TreeSpec tree;
+  try {
+    LoadOptions opts;
+    opts.default_worker = self_dir() / "bulkhead-worker";
+    tree = load_tree(tree_file, opts);
+  } catch (const ConfigError& e) {
+    for (const auto& p : e.problems()) std::fprintf(stderr, "error: %s\n", p.c_str());
+    std::fprintf(stderr, "bulkhead-supervisor: %zu problem(s) in %s; nothing started\n",
+                 e.problems().size(), tree_file.c_str());
+    return 2;
+  }
+  if (check_only) {
+    std::printf("%s: valid\n", tree_file.c_str());
+    return 0;
+  }
+  try {
+    Runtime runtime(std::move(tree), RuntimeOptions{events});
+    return runtime.run();
+  } catch (const std::exception& e) {
+    spdlog::critical("internal error: {}", e.what());
+    return 4;
+  }
+}

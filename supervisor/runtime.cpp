@@ -1,0 +1,924 @@
+#include "supervisor/runtime.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <array>
+#include <cstring>
+#include <random>
+
+#include "ipc/packet.hpp"
+#include "schema/codec.hpp"
+#include "schema/control.capnp.h"
+#include "supervisor/spawn.hpp"
+#include "supervisor/value_from_toml.hpp"
+
+namespace bulkhead::supervisor {
+
+namespace {
+
+std::string json_escape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  for (char ch : s) {
+    auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (c < 0x20) {
+          out += fmt::format("\\u{:04x}", c);
+        } else {
+          out += ch;
+        }
+    }
+  }
+  return out;
+}
+
+std::string signal_name(int sig) {
+  const char* abbrev = ::sigabbrev_np(sig);
+  return abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
+}
+
+ExitInfo from_schema(schema::ExitReason::Reader r) {
+  ExitInfo e;
+  switch (r.which()) {
+    case schema::ExitReason::NORMAL:
+      e.kind = ExitInfo::Kind::normal;
+      break;
+    case schema::ExitReason::SHUTDOWN:
+      e.kind = ExitInfo::Kind::shutdown;
+      break;
+    case schema::ExitReason::EXCEPTION: {
+      auto x = r.getException();
+      e.kind = ExitInfo::Kind::exception;
+      e.type = x.getType();
+      e.message = x.getMessage();
+      e.actor = x.getActor();
+      break;
+    }
+    default:
+      e.kind = ExitInfo::Kind::protocol_violation;
+      e.message = "worker reported an exit reason only the supervisor may observe";
+  }
+  return e;
+}
+
+}  // namespace
+
+std::string ExitInfo::kind_name() const {
+  switch (kind) {
+    case Kind::normal:
+      return "normal";
+    case Kind::shutdown:
+      return "shutdown";
+    case Kind::exception:
+      return "exception";
+    case Kind::signal:
+      return "signal";
+    case Kind::exit_code:
+      return "exit_code";
+    case Kind::start_failure:
+      return "start_failure";
+    case Kind::ready_timeout:
+      return "ready_timeout";
+    case Kind::protocol_violation:
+      return "protocol_violation";
+    case Kind::max_intensity:
+      return "max_intensity";
+  }
+  return "?";
+}
+
+std::string ExitInfo::describe() const {
+  switch (kind) {
+    case Kind::normal:
+      return "normal";
+    case Kind::shutdown:
+      return message.empty() ? "shutdown" : "shutdown (" + message + ")";
+    case Kind::exception:
+      return fmt::format("exception {}: {}{}", type, message,
+                         actor.empty() ? "" : " (in actor " + actor + ")");
+    case Kind::signal:
+      return fmt::format("killed by {} ({}){}{}", signal_name(number), number,
+                         core_dumped ? ", core dumped" : "",
+                         message.empty() ? "" : " [" + message + "]");
+    case Kind::exit_code:
+      return fmt::format("exit code {}", number);
+    case Kind::start_failure:
+      return "start failure: " + message;
+    case Kind::ready_timeout:
+      return fmt::format("ready timeout after {} ms", number);
+    case Kind::protocol_violation:
+      return "protocol violation: " + message;
+    case Kind::max_intensity:
+      return "reached max restart intensity: " + message;
+  }
+  return "?";
+}
+
+// ---------------------------------------------------------------------------
+
+Runtime::Runtime(TreeSpec tree, RuntimeOptions options)
+    : tree_(std::move(tree)), options_(std::move(options)), instance_(ipc::Instance::self()) {
+  if (!options_.events_path.empty()) {
+    events_ = std::fopen(options_.events_path.c_str(), "we");
+    if (events_ == nullptr) ipc::throw_sys("open events file " + options_.events_path);
+    std::setvbuf(events_, nullptr, _IOLBF, 0);
+  }
+  epoll_ = ipc::UniqueFd(ipc::check_sys(::epoll_create1(EPOLL_CLOEXEC), "epoll_create1"));
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  ipc::check_sys(::sigprocmask(SIG_BLOCK, &set, nullptr), "sigprocmask");
+  signal_fd_ =
+      ipc::UniqueFd(ipc::check_sys(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK), "signalfd"));
+  ::signal(SIGPIPE, SIG_IGN);
+  watch(signal_fd_.get(), Watch::Type::signal, nullptr);
+  build_node(root_, tree_.root, "root", nullptr, nullptr);
+}
+
+Runtime::~Runtime() {
+  // run() stops everything; this is the last line of defence (an exception).
+  std::function<void(Node&)> kill_all = [&](Node& n) {
+    for (auto& c : n.children) {
+      if (c->pid > 0) {
+        ::kill(-c->pid, SIGKILL);
+        ::kill(c->pid, SIGKILL);
+        ::waitpid(c->pid, nullptr, 0);
+      }
+      if (c->node) kill_all(*c->node);
+    }
+  };
+  kill_all(root_);
+  if (events_ != nullptr) std::fclose(events_);
+}
+
+double Runtime::uptime_ms() const {
+  return std::chrono::duration<double, std::milli>(Clock::now() - started_).count();
+}
+
+void Runtime::event(const std::string& name, const Child* c, const std::string& extra_json) {
+  std::string line = fmt::format(R"({{"t_ms":{:.3f},"event":"{}")", uptime_ms(), name);
+  if (c != nullptr) {
+    line += fmt::format(R"(,"child":"{}","incarnation":{})", json_escape(c->path), c->incarnation);
+    if (c->pid > 0) line += fmt::format(R"(,"pid":{})", c->pid);
+  }
+  if (!extra_json.empty()) line += "," + extra_json;
+  line += "}\n";
+  if (events_ != nullptr) std::fputs(line.c_str(), events_);
+}
+
+static std::string reason_json(const ExitInfo& r) {
+  return fmt::format(
+      R"("reason":"{}","reason_text":"{}","signal":{},"exit_code":{},"core_dumped":{},"exception_type":"{}")",
+      r.kind_name(), json_escape(r.describe()), r.kind == ExitInfo::Kind::signal ? r.number : 0,
+      r.kind == ExitInfo::Kind::exit_code ? r.number : 0, r.core_dumped ? "true" : "false",
+      json_escape(r.type));
+}
+
+// --- loop -------------------------------------------------------------------
+
+void Runtime::watch(int fd, Watch::Type type, Child* c) {
+  watches_[fd] = Watch{type, c};
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = fd;
+  ipc::check_sys(::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev), "epoll_ctl add");
+}
+
+void Runtime::unwatch(int fd) {
+  if (fd < 0 || watches_.erase(fd) == 0) return;
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+}
+
+Runtime::TimerKey Runtime::add_timer(Ms after, std::function<void()> fn) {
+  TimerKey key{Clock::now() + after, next_timer_id_++};
+  timers_.emplace(key, std::move(fn));
+  return key;
+}
+
+void Runtime::cancel_timer(std::optional<TimerKey>& key) {
+  if (key) timers_.erase(*key);
+  key.reset();
+}
+
+void Runtime::run_due_timers() {
+  while (!timers_.empty() && timers_.begin()->first.first <= Clock::now()) {
+    auto fn = std::move(timers_.begin()->second);
+    timers_.erase(timers_.begin());
+    fn();
+  }
+}
+
+void Runtime::on_signal() {
+  signalfd_siginfo si{};
+  while (::read(signal_fd_.get(), &si, sizeof si) == sizeof si) {
+    spdlog::info("received {}: stopping the tree in reverse start order",
+                 signal_name(si.ssi_signo));
+    event("signal", nullptr, fmt::format(R"("signal":{})", si.ssi_signo));
+    if (root_.phase == Node::Phase::shutting_down || root_.phase == Node::Phase::stopped) {
+      spdlog::info("already stopping");
+      continue;
+    }
+    ExitInfo r;
+    r.kind = ExitInfo::Kind::shutdown;
+    r.message = "requested by " + signal_name(si.ssi_signo);
+    shutdown_node(root_, r);
+  }
+}
+
+int Runtime::run() {
+  auto swept = ipc::sweep_stale_segments();
+  for (const auto& s : swept) spdlog::info("removed stale segment /dev/shm/{}", s);
+  spdlog::info("bulkhead-supervisor {} (instance {}) starting tree '{}' from {}", ::getpid(),
+               instance_.str(), tree_.name, tree_.file.string());
+  event("supervisor_started", nullptr, fmt::format(R"("pid":{})", ::getpid()));
+  start_node(root_);
+  std::array<epoll_event, 64> evs;
+  while (!done_) {
+    int timeout = -1;
+    if (!timers_.empty()) {
+      auto d = timers_.begin()->first.first - Clock::now();
+      timeout = static_cast<int>(
+          std::max<long long>(0, std::chrono::ceil<std::chrono::milliseconds>(d).count()));
+    }
+    int n = ::epoll_wait(epoll_.get(), evs.data(), static_cast<int>(evs.size()), timeout);
+    if (n < 0 && errno != EINTR) ipc::throw_sys("epoll_wait");
+    for (int i = 0; i < n && !done_; ++i) {
+      auto it = watches_.find(evs[i].data.fd);
+      if (it == watches_.end()) continue;  // unwatched by an earlier event
+      Watch w = it->second;
+      switch (w.type) {
+        case Watch::Type::signal:
+          on_signal();
+          break;
+        case Watch::Type::control:
+          on_control_readable(*w.child);
+          break;
+        case Watch::Type::output:
+          on_output_readable(*w.child, false);
+          break;
+        case Watch::Type::pidfd:
+          reap_worker(*w.child);
+          break;
+      }
+    }
+    run_due_timers();
+  }
+  event("supervisor_exit", nullptr, fmt::format(R"("exit_code":{})", exit_code_));
+  return exit_code_;
+}
+
+// --- tree -------------------------------------------------------------------
+
+void Runtime::build_node(Node& n, const SupervisorSpec& spec, const std::string& path, Node* parent,
+                         Child* self) {
+  n.spec = &spec;
+  n.path = path;
+  n.parent = parent;
+  n.self = self;
+  for (const auto& cs : spec.children) add_child(n, cs);
+  if (spec.strategy == Strategy::simple_one_for_one && spec.child_template) {
+    for (int i = 0; i < spec.instances; ++i) {
+      ChildSpec cs = *spec.child_template;
+      cs.id = fmt::format("{}", n.next_dynamic++);
+      add_child(n, cs);
+    }
+  }
+}
+
+Runtime::Child& Runtime::add_child(Node& n, const ChildSpec& spec) {
+  auto c = std::make_unique<Child>();
+  c->spec = spec;
+  c->path = n.path + "/" + spec.id;
+  c->owner = &n;
+  c->slot = next_slot_++;
+  if (spec.kind == ChildKind::supervisor) {
+    c->node = std::make_unique<Node>();
+    build_node(*c->node, *spec.supervisor, c->path, &n, c.get());
+  }
+  n.children.push_back(std::move(c));
+  return *n.children.back();
+}
+
+bool Runtime::node_busy(const Node& n) const {
+  return n.current != nullptr || n.waiting_step || !n.steps.empty() ||
+         n.phase != Node::Phase::running;
+}
+
+void Runtime::start_node(Node& n) {
+  n.phase = Node::Phase::starting;
+  n.start_failed = false;
+  n.restart_times.clear();
+  spdlog::info("{}: starting {} children ({})", n.path, n.children.size(),
+               to_string(n.spec->strategy));
+  for (auto& c : n.children) {
+    if (!c->deleted) n.steps.push_back({Step::Kind::start, c.get()});
+  }
+  pump(n);
+}
+
+void Runtime::shutdown_node(Node& n, ExitInfo reason) {
+  if (n.phase == Node::Phase::shutting_down || n.phase == Node::Phase::stopped) return;
+  n.phase = Node::Phase::shutting_down;
+  n.end_reason = std::move(reason);
+  n.deferred.clear();
+  n.steps.clear();
+  // A step in progress finishes first (its child is stopped below anyway).
+  for (auto it = n.children.rbegin(); it != n.children.rend(); ++it) {
+    n.steps.push_back({Step::Kind::stop, it->get()});
+  }
+  spdlog::info("{}: stopping children in reverse start order ({})", n.path,
+               n.end_reason.describe());
+  if (n.current == nullptr && !n.waiting_step) pump(n);
+}
+
+void Runtime::pump(Node& n) {
+  while (n.current == nullptr && !n.waiting_step && !n.steps.empty()) {
+    Step s = n.steps.front();
+    n.steps.pop_front();
+    Child& c = *s.child;
+    switch (s.kind) {
+      case Step::Kind::wait:
+        n.waiting_step = true;
+        add_timer(s.delay, [this, &n] {
+          n.waiting_step = false;
+          pump(n);
+        });
+        break;
+      case Step::Kind::stop:
+        if (c.state == State::waiting) {
+          cancel_timer(c.restart_timer);
+          c.state = State::idle;
+        }
+        if (c.state == State::idle) break;
+        n.current = &c;
+        if (c.state == State::stopping) break;  // already on its way down
+        c.state = State::stopping;
+        if (c.node) {
+          ExitInfo r;
+          r.kind = ExitInfo::Kind::shutdown;
+          shutdown_node(*c.node, r);
+        } else {
+          stop_worker(c);
+        }
+        break;
+      case Step::Kind::start:
+        if (c.deleted || c.state != State::idle) break;
+        n.current = &c;
+        c.state = State::starting;
+        if (c.node) {
+          start_node(*c.node);
+        } else {
+          try {
+            start_worker(c);
+          } catch (const std::exception& e) {
+            ExitInfo r;
+            r.kind = ExitInfo::Kind::start_failure;
+            r.message = e.what();
+            close_worker_fds(c);
+            c.state = State::idle;
+            n.current = nullptr;
+            c.last_exit = r;
+            event("exited", &c, reason_json(r));
+            spdlog::error("{}: {}", c.path, r.describe());
+            on_start_failure(n, c, r);
+          }
+        }
+        break;
+    }
+  }
+  if (n.current == nullptr && !n.waiting_step && n.steps.empty()) sequence_done(n);
+}
+
+void Runtime::step_done(Node& n) {
+  n.current = nullptr;
+  pump(n);
+}
+
+void Runtime::sequence_done(Node& n) {
+  switch (n.phase) {
+    case Node::Phase::starting:
+      n.phase = Node::Phase::running;
+      if (n.self != nullptr) {
+        on_child_started(*n.parent, *n.self);
+      } else {
+        spdlog::info("{}: tree started ({:.1f} ms)", n.path, uptime_ms());
+        event("tree_started", nullptr);
+      }
+      drain_deferred(n);
+      break;
+    case Node::Phase::running:
+      drain_deferred(n);
+      break;
+    case Node::Phase::shutting_down: {
+      n.phase = Node::Phase::stopped;
+      event("supervisor_stopped", n.self,
+            fmt::format(R"("node":"{}",{})", json_escape(n.path), reason_json(n.end_reason)));
+      if (n.self != nullptr) {
+        on_child_exit(*n.parent, *n.self, n.end_reason);
+      } else {
+        done_ = true;
+        switch (n.end_reason.kind) {
+          case ExitInfo::Kind::max_intensity:
+            exit_code_ = 1;
+            spdlog::critical("root supervisor gave up: {}", n.end_reason.describe());
+            break;
+          case ExitInfo::Kind::start_failure:
+            exit_code_ = 3;
+            spdlog::critical("the tree failed to start: {}", n.end_reason.message);
+            break;
+          default:
+            exit_code_ = 0;
+            spdlog::info("tree stopped ({})", n.end_reason.describe());
+        }
+      }
+      break;
+    }
+    case Node::Phase::idle:
+    case Node::Phase::stopped:
+      break;
+  }
+}
+
+void Runtime::drain_deferred(Node& n) {
+  while (!node_busy(n) && !n.deferred.empty()) {
+    Deferred d = n.deferred.front();
+    n.deferred.pop_front();
+    // Ignore exits of incarnations replaced since (e.g. by a one_for_all restart).
+    if (d.child->incarnation != d.incarnation || d.child->state != State::idle ||
+        d.child->deleted) {
+      continue;
+    }
+    handle_crash(n, *d.child, d.reason);
+  }
+}
+
+void Runtime::on_child_started(Node& n, Child& c) {
+  c.state = State::running;
+  c.ready_at = Clock::now();
+  if (c.node) event("supervisor_started", &c);
+  if (n.current == &c) step_done(n);
+}
+
+void Runtime::on_child_exit(Node& n, Child& c, ExitInfo reason) {
+  State was = c.state;
+  c.state = State::idle;
+  c.last_exit = reason;
+  if (was == State::stopping) {
+    if (n.current == &c) step_done(n);
+    return;
+  }
+  if (was == State::starting) {
+    if (n.current == &c) n.current = nullptr;
+    on_start_failure(n, c, reason);
+    return;
+  }
+  // An unexpected exit of a running child.
+  if (n.phase == Node::Phase::shutting_down || n.phase == Node::Phase::stopped) return;
+  if (node_busy(n)) {
+    spdlog::info("{}: exit of {} deferred until the current restart sequence ends", n.path, c.path);
+    n.deferred.push_back({&c, c.incarnation, std::move(reason)});
+    return;
+  }
+  handle_crash(n, c, reason);
+}
+
+void Runtime::on_start_failure(Node& n, Child& c, const ExitInfo& reason) {
+  if (n.phase == Node::Phase::starting) {
+    // OTP: a child that fails to start makes its supervisor fail to start:
+    // stop what was started (reverse order) and report upwards.
+    ExitInfo r;
+    r.kind = ExitInfo::Kind::start_failure;
+    r.message = fmt::format("child {} failed to start: {}", c.path, reason.describe());
+    spdlog::error("{}: {}", n.path, r.message);
+    n.phase = Node::Phase::running;  // so shutdown_node() proceeds
+    shutdown_node(n, r);
+    return;
+  }
+  if (n.phase == Node::Phase::shutting_down) {
+    pump(n);
+    return;
+  }
+  // A failed restart counts like another exit (as OTP's try_again_restart).
+  n.deferred.push_back({&c, c.incarnation, reason});
+  pump(n);
+}
+
+Ms Runtime::next_backoff(Child& c) {
+  if (!c.spec.backoff) return Ms(0);
+  const Backoff& b = *c.spec.backoff;
+  bool stable = c.ready_at != TimePoint{} && Clock::now() - c.ready_at >= b.reset_after;
+  if (c.backoff_next == Ms(0) || stable) c.backoff_next = b.initial;
+  Ms base = c.backoff_next;
+  c.backoff_next =
+      std::min(b.max, Ms(static_cast<long long>(static_cast<double>(base.count()) * b.multiplier)));
+  if (b.jitter <= 0.0 || base.count() == 0) return base;
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::uniform_real_distribution<double> dist(1.0 - b.jitter, 1.0 + b.jitter);
+  return Ms(static_cast<long long>(static_cast<double>(base.count()) * dist(rng)));
+}
+
+void Runtime::check_auto_shutdown(Node& n, Child& c) {
+  if (!c.spec.significant || n.spec->auto_shutdown == AutoShutdown::never) return;
+  bool all_done = true;
+  for (auto& x : n.children) {
+    if (x->spec.significant && x->state != State::idle) all_done = false;
+  }
+  if (n.spec->auto_shutdown == AutoShutdown::any_significant || all_done) {
+    ExitInfo r;
+    r.kind = ExitInfo::Kind::shutdown;
+    r.message = fmt::format("auto_shutdown {}: significant child {} ended",
+                            to_string(n.spec->auto_shutdown), c.path);
+    spdlog::info("{}: {}", n.path, r.message);
+    event("auto_shutdown", n.self, fmt::format(R"("node":"{}")", json_escape(n.path)));
+    shutdown_node(n, r);
+  }
+}
+
+void Runtime::handle_crash(Node& n, Child& c, const ExitInfo& reason) {
+  bool restart = c.spec.restart == RestartType::permanent ||
+                 (c.spec.restart == RestartType::transient && reason.abnormal());
+  if (!restart) {
+    if (c.spec.restart == RestartType::temporary) c.deleted = true;
+    spdlog::info("{}: decision: not restarted ({} child, reason {})", c.path,
+                 to_string(c.spec.restart), reason.kind_name());
+    event("not_restarted", &c, fmt::format(R"("restart_type":"{}")", to_string(c.spec.restart)));
+    check_auto_shutdown(n, c);
+    return;
+  }
+  // Restart intensity: more than `intensity` restarts within `period` -> give up.
+  auto now = Clock::now();
+  n.restart_times.push_back(now);
+  while (!n.restart_times.empty() && now - n.restart_times.front() > n.spec->period) {
+    n.restart_times.pop_front();
+  }
+  if (static_cast<int>(n.restart_times.size()) > n.spec->intensity) {
+    ExitInfo r;
+    r.kind = ExitInfo::Kind::max_intensity;
+    r.message =
+        fmt::format("{} restarts within {} ms (intensity {}), last: {} {}", n.restart_times.size(),
+                    n.spec->period.count(), n.spec->intensity, c.path, reason.describe());
+    spdlog::error("{}: decision: give up and escalate: {}", n.path, r.message);
+    event("escalate", n.self,
+          fmt::format(R"("node":"{}","cause":"{}")", json_escape(n.path), json_escape(c.path)));
+    shutdown_node(n, r);
+    return;
+  }
+  ++c.restarts;
+  Ms delay = next_backoff(c);
+  std::string when =
+      delay.count() > 0 ? fmt::format("restart in {} ms", delay.count()) : "restart now";
+  spdlog::info("{}: decision: {} ({}, {} of {} allowed in {} ms)", c.path, when,
+               to_string(n.spec->strategy), n.restart_times.size(), n.spec->intensity,
+               n.spec->period.count());
+  event(
+      "restart_scheduled", &c,
+      fmt::format(R"("delay_ms":{},"strategy":"{}")", delay.count(), to_string(n.spec->strategy)));
+
+  switch (n.spec->strategy) {
+    case Strategy::one_for_one:
+    case Strategy::simple_one_for_one:
+      if (delay.count() > 0) {
+        c.state = State::waiting;
+        spdlog::info("{}: waiting {} ms before restart (last exit: {})", c.path, delay.count(),
+                     reason.describe());
+        c.restart_timer = add_timer(delay, [this, &n, &c] {
+          c.restart_timer.reset();
+          if (c.state != State::waiting) return;
+          c.state = State::idle;
+          n.steps.push_back({Step::Kind::start, &c});
+          pump(n);
+        });
+      } else {
+        n.steps.push_back({Step::Kind::start, &c});
+        pump(n);
+      }
+      break;
+    case Strategy::one_for_all:
+    case Strategy::rest_for_one: {
+      // Index of the crashed child: one_for_all affects all, rest_for_one
+      // the crashed child and those started after it.
+      std::size_t first = 0;
+      if (n.spec->strategy == Strategy::rest_for_one) {
+        for (std::size_t i = 0; i < n.children.size(); ++i) {
+          if (n.children[i].get() == &c) first = i;
+        }
+      }
+      for (std::size_t i = n.children.size(); i-- > first;) {
+        Child* x = n.children[i].get();
+        if (x == &c) continue;
+        n.steps.push_back({Step::Kind::stop, x});
+        if (x->spec.restart == RestartType::temporary) x->deleted = true;
+      }
+      if (delay.count() > 0) n.steps.push_back({Step::Kind::wait, nullptr, delay});
+      for (std::size_t i = first; i < n.children.size(); ++i) {
+        n.steps.push_back({Step::Kind::start, n.children[i].get()});
+      }
+      pump(n);
+      break;
+    }
+  }
+}
+
+// --- workers ----------------------------------------------------------------
+
+void Runtime::send_start(Child& c) {
+  capnp::MallocMessageBuilder mb;
+  auto start = mb.initRoot<schema::ToWorker>().initStart();
+  start.setChildId(c.path);
+  start.setIncarnation(c.incarnation);
+  start.setWorkerSlot(c.slot);
+  auto actors = start.initActors(static_cast<unsigned>(c.spec.actors.size()));
+  for (unsigned i = 0; i < c.spec.actors.size(); ++i) {
+    const ActorConfig& a = c.spec.actors[i];
+    actors[i].setType(a.type);
+    actors[i].setName(a.name);
+    value_from_toml(a.args, actors[i].initArgs());
+  }
+  auto words = capnp::messageToFlatArray(mb);
+  auto bytes = words.asBytes();
+  auto st = c.control_ring.try_push(
+      ipc::kControlFrame, {reinterpret_cast<const std::byte*>(bytes.begin()), bytes.size()});
+  if (st != ipc::PushStatus::ok) {
+    throw std::runtime_error(
+        fmt::format("start message of {} bytes does not fit the control ring", bytes.size()));
+  }
+}
+
+void Runtime::start_worker(Child& c) {
+  if (!c.segment) {
+    std::string name = ipc::segment_name(instance_, fmt::format("w{}", c.slot));
+    c.segment = ipc::Segment::create(name, mailbox_layout_.payload_bytes());
+    c.segment->unlink();  // the fd is all the workers need: nothing left in /dev/shm, ever
+    ipc::format_mailbox(*c.segment, mailbox_layout_);
+  } else {
+    ipc::reset_control_ring(*c.segment, mailbox_layout_);
+  }
+  auto view = ipc::mailbox_view(*c.segment, mailbox_layout_);
+  c.doorbell = ipc::Doorbell(view.doorbell);
+  c.control_ring =
+      ipc::RingProducer(view.control_ring, c.segment->name() + "/control", &c.doorbell);
+  ++c.incarnation;
+  c.report.reset();
+  c.stop_requested = c.ready_timed_out = c.violated = false;
+  c.stop_note.clear();
+  c.ready_at = TimePoint{};
+  send_start(c);
+
+  auto [ours, theirs] = ipc::seqpacket_pair();
+  Spawned s = spawn_worker(c.spec.binary, c.segment->fd(), theirs.get());
+  c.pid = s.pid;
+  c.pidfd = std::move(s.pidfd);
+  c.output = std::move(s.output);
+  c.control = std::move(ours);
+  ipc::check_sys(::fcntl(c.control.get(), F_SETFL, O_NONBLOCK), "fcntl control socket");
+  c.spawned_at = Clock::now();
+  watch(c.pidfd.get(), Watch::Type::pidfd, &c);
+  watch(c.control.get(), Watch::Type::control, &c);
+  watch(c.output.get(), Watch::Type::output, &c);
+  spdlog::info("{}: spawned pid {} (incarnation {})", c.path, c.pid, c.incarnation);
+  event("spawned", &c);
+  c.ready_timer = add_timer(c.spec.start_timeout, [this, &c] {
+    c.ready_timer.reset();
+    if (c.state != State::starting || c.pid <= 0) return;
+    spdlog::error("{}: pid {} not ready within {} ms: killing it", c.path, c.pid,
+                  c.spec.start_timeout.count());
+    c.ready_timed_out = true;
+    kill_group(c, SIGKILL);
+  });
+}
+
+void Runtime::kill_group(Child& c, int sig) {
+  if (c.pid <= 0) return;  // reaped: the pid may belong to someone else now
+  ::kill(-c.pid, sig);     // the worker's process group, grandchildren included
+  ::kill(c.pid, sig);      // in case it left its group
+}
+
+void Runtime::stop_worker(Child& c) {
+  c.stop_requested = true;
+  cancel_timer(c.ready_timer);
+  const Shutdown& sd = c.spec.shutdown;
+  event("stopping", &c);
+  if (sd.kind == Shutdown::Kind::brutal_kill) {
+    c.stop_note = "brutal_kill";
+    spdlog::info("{}: stopping pid {} (brutal_kill)", c.path, c.pid);
+    kill_group(c, SIGKILL);
+    return;
+  }
+  // Graceful request on the control ring, then SIGTERM to the group.
+  capnp::MallocMessageBuilder mb(64);
+  mb.initRoot<schema::ToWorker>().setStop();
+  auto words = capnp::messageToFlatArray(mb);
+  auto bytes = words.asBytes();
+  (void)c.control_ring.try_push(ipc::kControlFrame,
+                                {reinterpret_cast<const std::byte*>(bytes.begin()), bytes.size()});
+  kill_group(c, SIGTERM);
+  if (sd.kind == Shutdown::Kind::timeout) {
+    spdlog::info("{}: stopping pid {} (timeout {} ms)", c.path, c.pid, sd.timeout.count());
+    c.kill_timer = add_timer(sd.timeout, [this, &c] {
+      c.kill_timer.reset();
+      if (c.pid <= 0) return;
+      spdlog::warn("{}: pid {} still running {} ms after stop request: SIGKILL", c.path, c.pid,
+                   c.spec.shutdown.timeout.count());
+      c.stop_note = "shutdown timeout";
+      event("shutdown_timeout", &c);
+      kill_group(c, SIGKILL);
+    });
+  } else {
+    spdlog::info("{}: stopping pid {} (infinity: waiting as long as it takes)", c.path, c.pid);
+  }
+}
+
+void Runtime::close_worker_fds(Child& c) {
+  unwatch(c.pidfd.get());
+  unwatch(c.control.get());
+  unwatch(c.output.get());
+  c.pidfd.reset();
+  c.control.reset();
+  c.output.reset();
+  c.out_partial.clear();
+}
+
+void Runtime::reap_worker(Child& c) {
+  // The child is a zombie now: its pid (and process group id) cannot be
+  // reused yet, so killing the group here cannot hit a stranger.  This takes
+  // grandchildren down with it.
+  ::kill(-c.pid, SIGKILL);
+  siginfo_t si{};
+  if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(c.pidfd.get()), &si,
+               WEXITED | WNOHANG) != 0 ||
+      si.si_pid == 0) {
+    return;  // not yet (spurious wake-up)
+  }
+  pid_t pid = c.pid;
+  on_control_readable(c);       // a last report may still be queued
+  on_output_readable(c, true);  // and the last lines of output
+  c.pid = 0;                    // reaped: nobody may signal this pid any more
+  close_worker_fds(c);
+  cancel_timer(c.ready_timer);
+  cancel_timer(c.kill_timer);
+
+  ExitInfo r;
+  if (c.violated) {
+    r.kind = ExitInfo::Kind::protocol_violation;
+    r.message = c.report ? c.report->message : "bad control message";
+  } else if (c.ready_timed_out) {
+    r.kind = ExitInfo::Kind::ready_timeout;
+    r.number = static_cast<int>(c.spec.start_timeout.count());
+  } else if (si.si_code == CLD_KILLED || si.si_code == CLD_DUMPED) {
+    r.kind = ExitInfo::Kind::signal;
+    r.number = si.si_status;
+    r.core_dumped = si.si_code == CLD_DUMPED;
+    r.message = c.stop_note;
+  } else if (si.si_status == 0) {
+    r.kind = (c.stop_requested || (c.report && c.report->kind == ExitInfo::Kind::shutdown))
+                 ? ExitInfo::Kind::shutdown
+                 : ExitInfo::Kind::normal;
+  } else if (c.report && (c.report->kind == ExitInfo::Kind::exception ||
+                          c.report->kind == ExitInfo::Kind::start_failure)) {
+    r = *c.report;
+  } else {
+    r.kind = ExitInfo::Kind::exit_code;
+    r.number = si.si_status;
+  }
+  Child* pc = &c;
+  std::string extra = reason_json(r) + fmt::format(R"(,"pid":{})", pid);
+  event("exited", pc, extra);
+  auto up = c.ready_at != TimePoint{}
+                ? std::chrono::duration<double>(Clock::now() - c.ready_at).count()
+                : 0.0;
+  if (r.abnormal()) {
+    spdlog::warn("{}: pid {} incarnation {} exited after {:.3f} s: {}", c.path, pid, c.incarnation,
+                 up, r.describe());
+  } else {
+    spdlog::info("{}: pid {} incarnation {} exited: {}", c.path, pid, c.incarnation, r.describe());
+  }
+  on_child_exit(*c.owner, c, r);
+}
+
+void Runtime::on_control_readable(Child& c) {
+  if (!c.control) return;
+  alignas(8) static std::array<std::byte, ipc::kMaxPacket> buf;
+  for (;;) {
+    std::size_t len = 0;
+    auto st = ipc::recv_packet(c.control.get(), buf, len);
+    if (st == ipc::RecvStatus::would_block) return;
+    if (st == ipc::RecvStatus::eof) {
+      unwatch(c.control.get());
+      c.control.reset();
+      return;
+    }
+    std::optional<ExitInfo> violation;
+    if (st == ipc::RecvStatus::truncated) {
+      violation = ExitInfo{};
+      violation->message = "control message larger than 64 KiB";
+    } else {
+      auto err = schema::read_message(std::span(buf.data(), len), {}, [&](capnp::MessageReader& m) {
+        auto msg = m.getRoot<schema::ToSupervisor>();
+        switch (msg.which()) {
+          case schema::ToSupervisor::READY:
+            if (c.state == State::starting && c.pid > 0) {
+              cancel_timer(c.ready_timer);
+              auto ms =
+                  std::chrono::duration<double, std::milli>(Clock::now() - c.spawned_at).count();
+              spdlog::info("{}: pid {} ready in {:.2f} ms", c.path, c.pid, ms);
+              event("ready", &c, fmt::format(R"("ready_ms":{:.3f})", ms));
+              on_child_started(*c.owner, c);
+            }
+            break;
+          case schema::ToSupervisor::START_FAILED: {
+            ExitInfo r;
+            r.kind = ExitInfo::Kind::start_failure;
+            r.message = msg.getStartFailed();
+            c.report = r;
+            break;
+          }
+          case schema::ToSupervisor::EXITING:
+            c.report = from_schema(msg.getExiting());
+            break;
+        }
+      });
+      if (err) {
+        violation = ExitInfo{};
+        violation->message = err->what;
+      }
+    }
+    if (violation) {
+      spdlog::error("{}: pid {} broke the control protocol: {}: killing it", c.path, c.pid,
+                    violation->message);
+      c.violated = true;
+      violation->kind = ExitInfo::Kind::protocol_violation;
+      c.report = violation;
+      kill_group(c, SIGKILL);
+      unwatch(c.control.get());
+      c.control.reset();
+      return;
+    }
+  }
+}
+
+void Runtime::on_output_readable(Child& c, bool final_drain) {
+  if (!c.output) return;
+  constexpr std::size_t kMaxLine = 4096;
+  std::array<char, 16384> buf;
+  // A flooding worker gets a bounded share per loop turn: 4 reads.
+  for (int i = 0; i < (final_drain ? 64 : 4); ++i) {
+    ssize_t n = ::read(c.output.get(), buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) {
+        unwatch(c.output.get());
+        c.output.reset();
+      }
+      break;
+    }
+    c.out_partial.append(buf.data(), static_cast<std::size_t>(n));
+    std::size_t start = 0;
+    for (;;) {
+      auto nl = c.out_partial.find('\n', start);
+      if (nl == std::string::npos) break;
+      spdlog::info("[{} {}] {}", c.path, c.pid,
+                   std::string_view(c.out_partial).substr(start, nl - start));
+      start = nl + 1;
+    }
+    c.out_partial.erase(0, start);
+    if (c.out_partial.size() > kMaxLine) {
+      spdlog::info("[{} {}] {} [line cut at {} bytes]", c.path, c.pid,
+                   std::string_view(c.out_partial).substr(0, kMaxLine), kMaxLine);
+      c.out_partial.clear();
+    }
+  }
+  if (final_drain && !c.out_partial.empty()) {
+    spdlog::info("[{} {}] {}", c.path, c.pid, c.out_partial);
+    c.out_partial.clear();
+  }
+}
+
+}  // namespace bulkhead::supervisor

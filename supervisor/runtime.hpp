@@ -1,0 +1,212 @@
+// supervisor/runtime.hpp: the supervisor process: one event loop, one tree.
+//
+// What it is for: `Runtime` owns every worker process and every segment.  It
+// starts the tree in order, watches every child through one epoll loop
+// (pidfd per child for exits, the control socket for ready/exit reports, a
+// pipe for its output, a signalfd for SIGTERM/SIGINT, timers), and applies
+// OTP's rules when a child exits.
+//
+// Model: each supervisor (root or nested; nested ones are logical nodes in
+// this process) is a `Node` that runs a queue of steps, one at a time:
+// start child X, stop child X, wait N ms.  A restart strategy is just which
+// steps it queues:
+//   one_for_one / simple_one_for_one: start X
+//   one_for_all:  stop every other running child in reverse start order,
+//                 then start every child in start order
+//   rest_for_one: stop the children after X in reverse order, then start X
+//                 and those children in order
+// An exit that arrives while a node is busy with a sequence is deferred until
+// the sequence ends, as OTP's EXIT messages wait in the supervisor's mailbox;
+// an exit of an incarnation that has since been replaced is ignored.
+// Each child is a small state machine: idle -> starting -> running ->
+// stopping -> idle, plus `waiting` (restart backoff); "spawned" and "ready"
+// are kept apart: a child counts as started only once its worker said ready.
+//
+// Exit codes of run(): 0 stopped on request (SIGTERM/SIGINT) or by
+// auto_shutdown; 1 the root gave up (restart intensity reached); 3 the tree
+// failed to start.
+#pragma once
+
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ipc/mailbox.hpp"
+#include "ipc/ring.hpp"
+#include "ipc/segment.hpp"
+#include "ipc/sys.hpp"
+#include "supervisor/config.hpp"
+
+namespace bulkhead::supervisor {
+
+using Clock = std::chrono::steady_clock;
+using TimePoint = Clock::time_point;
+
+// Why a child ended: the supervisor's view (see schema/exit_reason.capnp).
+struct ExitInfo {
+  enum class Kind {
+    normal,
+    shutdown,
+    exception,
+    signal,
+    exit_code,
+    start_failure,
+    ready_timeout,
+    protocol_violation,
+    max_intensity,  // a nested supervisor gave up
+  } kind = Kind::normal;
+  int number = 0;  // signal number or exit code
+  bool core_dumped = false;
+  std::string type;     // exception type
+  std::string message;  // exception message / start failure text / detail
+  std::string actor;    // which actor raised
+
+  [[nodiscard]] bool abnormal() const { return kind != Kind::normal && kind != Kind::shutdown; }
+  [[nodiscard]] std::string describe() const;
+  [[nodiscard]] std::string kind_name() const;
+};
+
+struct RuntimeOptions {
+  std::string events_path;  // JSON lines event log ("" = none)
+};
+
+class Runtime {
+ public:
+  Runtime(TreeSpec tree, RuntimeOptions options);
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Starts the tree and runs until it has stopped.  Returns the exit code.
+  int run();
+
+ private:
+  struct Node;
+  enum class State { idle, starting, running, stopping, waiting };
+  using TimerKey = std::pair<TimePoint, std::uint64_t>;
+
+  struct Child {
+    ChildSpec spec;
+    std::string path;  // "root/pipeline/ingest"
+    Node* owner = nullptr;
+    std::uint32_t slot = 0;
+    State state = State::idle;
+    bool deleted = false;  // a temporary child that ended (OTP deletes its spec)
+    std::uint32_t incarnation = 0;
+    int restarts = 0;
+    std::optional<ExitInfo> last_exit;
+    // worker
+    pid_t pid = 0;  // emptied the moment the child is reaped
+    ipc::UniqueFd pidfd, control, output;
+    std::string out_partial;
+    std::optional<ipc::Segment> segment;
+    ipc::Doorbell doorbell;
+    ipc::RingProducer control_ring;
+    TimePoint spawned_at{}, ready_at{};
+    std::optional<TimerKey> ready_timer, kill_timer, restart_timer;
+    std::optional<ExitInfo> report;  // what the worker said before exiting
+    bool stop_requested = false, ready_timed_out = false, violated = false;
+    std::string stop_note;
+    Ms backoff_next{0};
+    // supervisor
+    std::unique_ptr<Node> node;
+  };
+
+  struct Step {
+    enum class Kind { start, stop, wait } kind;
+    Child* child = nullptr;
+    Ms delay{0};
+  };
+
+  struct Deferred {
+    Child* child;
+    std::uint32_t incarnation;
+    ExitInfo reason;
+  };
+
+  struct Node {
+    const SupervisorSpec* spec = nullptr;
+    std::string path;
+    Node* parent = nullptr;
+    Child* self = nullptr;  // our entry in the parent; null for the root
+    std::vector<std::unique_ptr<Child>> children;
+    std::deque<TimePoint> restart_times;
+    std::deque<Step> steps;
+    Child* current = nullptr;   // the child the step in progress waits for
+    bool waiting_step = false;  // a wait step is in progress
+    std::deque<Deferred> deferred;
+    enum class Phase { idle, starting, running, shutting_down, stopped } phase = Phase::idle;
+    ExitInfo end_reason;
+    bool start_failed = false;
+    int next_dynamic = 1;
+  };
+
+  // epoll registration: what an fd is.
+  struct Watch {
+    enum class Type { signal, pidfd, control, output } type;
+    Child* child = nullptr;
+  };
+
+  // --- tree ---
+  void build_node(Node& n, const SupervisorSpec& spec, const std::string& path, Node* parent,
+                  Child* self);
+  Child& add_child(Node& n, const ChildSpec& spec);
+  void start_node(Node& n);
+  void shutdown_node(Node& n, ExitInfo reason);
+  void pump(Node& n);
+  void step_done(Node& n);
+  void sequence_done(Node& n);
+  void on_child_started(Node& n, Child& c);
+  void on_child_exit(Node& n, Child& c, ExitInfo reason);
+  void on_start_failure(Node& n, Child& c, const ExitInfo& reason);
+  void handle_crash(Node& n, Child& c, const ExitInfo& reason);
+  void drain_deferred(Node& n);
+  bool node_busy(const Node& n) const;
+  Ms next_backoff(Child& c);
+  void check_auto_shutdown(Node& n, Child& c);
+
+  // --- workers ---
+  void start_worker(Child& c);
+  void stop_worker(Child& c);
+  void reap_worker(Child& c);
+  void on_control_readable(Child& c);
+  void on_output_readable(Child& c, bool final_drain);
+  void kill_group(Child& c, int sig);
+  void close_worker_fds(Child& c);
+  void send_start(Child& c);
+
+  // --- loop ---
+  void watch(int fd, Watch::Type type, Child* c);
+  void unwatch(int fd);
+  TimerKey add_timer(Ms after, std::function<void()> fn);
+  void cancel_timer(std::optional<TimerKey>& key);
+  void run_due_timers();
+  void on_signal();
+
+  // --- reporting ---
+  void event(const std::string& name, const Child* c, const std::string& extra_json = "");
+  double uptime_ms() const;
+
+  TreeSpec tree_;
+  RuntimeOptions options_;
+  ipc::Instance instance_;
+  ipc::MailboxLayout mailbox_layout_;
+  ipc::UniqueFd epoll_, signal_fd_;
+  std::map<int, Watch> watches_;
+  std::map<TimerKey, std::function<void()>> timers_;
+  std::uint64_t next_timer_id_ = 1;
+  std::uint32_t next_slot_ = 1;
+  Node root_;
+  bool done_ = false;
+  int exit_code_ = 0;
+  TimePoint started_{Clock::now()};
+  FILE* events_ = nullptr;
+};
+
+}  // namespace bulkhead::supervisor

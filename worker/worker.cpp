@@ -1,0 +1,339 @@
+#include "worker/worker.hpp"
+
+#include <cxxabi.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <stdexcept>
+#include <string>
+#include <typeinfo>
+
+#include "ipc/mailbox.hpp"
+#include "ipc/packet.hpp"
+#include "schema/codec.hpp"
+#include "schema/control.capnp.h"
+#include "worker/actor.hpp"
+
+namespace bulkhead::worker {
+
+// ---------------------------------------------------------------------------
+// ActorRegistry
+
+void ActorRegistry::add(std::string type, Factory factory) {
+  if (type.empty()) throw std::invalid_argument("actor type name must not be empty");
+  if (!factory) throw std::invalid_argument("actor type '" + type + "' has no factory");
+  if (!factories_.emplace(type, std::move(factory)).second) {
+    throw std::invalid_argument("actor type '" + type + "' registered twice");
+  }
+}
+
+std::unique_ptr<Actor> ActorRegistry::create(std::string_view type) const {
+  auto it = factories_.find(type);
+  return it == factories_.end() ? nullptr : it->second();
+}
+
+bool ActorRegistry::contains(std::string_view type) const {
+  return factories_.count(type) != 0;
+}
+
+std::vector<std::string> ActorRegistry::types() const {
+  std::vector<std::string> out;
+  for (const auto& [k, v] : factories_) out.push_back(k);
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Signals: set a bit and ring our own doorbell (both async-signal-safe).
+
+namespace {
+
+constexpr std::uint32_t kSigTerm = 1, kSigUsr1 = 2, kSigUsr2 = 4;
+std::atomic<std::uint32_t> g_pending{0};
+ipc::DoorbellWord* g_doorbell = nullptr;  // set once before handlers are installed
+int g_control_fd = -1;                    // for the terminate handler's report
+
+void on_signal(int sig) {
+  int saved = errno;
+  std::uint32_t bit = sig == SIGUSR1 ? kSigUsr1 : sig == SIGUSR2 ? kSigUsr2 : kSigTerm;
+  g_pending.fetch_or(bit, std::memory_order_release);
+  if (g_doorbell != nullptr) {
+    g_doorbell->seq.fetch_add(1, std::memory_order_release);
+    ipc::futex_wake(&g_doorbell->seq, 1);
+  }
+  errno = saved;
+}
+
+void install_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  for (int s : {SIGTERM, SIGINT, SIGUSR1, SIGUSR2}) ::sigaction(s, &sa, nullptr);
+}
+
+std::string demangle(const char* name) {
+  int status = 0;
+  char* d = abi::__cxa_demangle(name, nullptr, nullptr, &status);
+  std::string out = (status == 0 && d != nullptr) ? d : name;
+  std::free(d);
+  return out;
+}
+
+// Type and message of the exception being handled (call inside a catch).
+std::pair<std::string, std::string> describe_current_exception() {
+  std::string type = "unknown";
+  if (auto* t = abi::__cxa_current_exception_type()) type = demangle(t->name());
+  std::string what;
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    what = e.what();
+  } catch (const kj::Exception& e) {
+    what = e.getDescription().cStr();
+  } catch (...) {
+    what = "(not a std::exception)";
+  }
+  return {type, what};
+}
+
+void send_report(int fd, capnp::MessageBuilder& mb) {
+  auto words = capnp::messageToFlatArray(mb);
+  auto bytes = words.asBytes();
+  (void)ipc::send_packet(fd, {reinterpret_cast<const std::byte*>(bytes.begin()), bytes.size()});
+}
+
+void report_ready(int fd) {
+  capnp::MallocMessageBuilder mb;
+  mb.initRoot<schema::ToSupervisor>().setReady();
+  send_report(fd, mb);
+}
+
+void report_start_failed(int fd, const std::string& why) {
+  capnp::MallocMessageBuilder mb;
+  mb.initRoot<schema::ToSupervisor>().setStartFailed(why);
+  send_report(fd, mb);
+}
+
+void report_exception(int fd, const std::string& actor, const std::string& type,
+                      const std::string& what) {
+  capnp::MallocMessageBuilder mb;
+  auto ex = mb.initRoot<schema::ToSupervisor>().initExiting().initException();
+  ex.setType(type);
+  ex.setMessage(what);
+  ex.setActor(actor);
+  send_report(fd, mb);
+}
+
+void report_shutdown(int fd) {
+  capnp::MallocMessageBuilder mb;
+  mb.initRoot<schema::ToSupervisor>().initExiting().setShutdown();
+  send_report(fd, mb);
+}
+
+[[noreturn]] void on_terminate() {
+  // An exception escaped somewhere the dispatcher could not catch it (another
+  // thread, a noexcept function).  Report it like any other, then exit.
+  if (auto e = std::current_exception(); e && g_control_fd >= 0) {
+    try {
+      std::rethrow_exception(e);
+    } catch (...) {
+      auto [type, what] = describe_current_exception();
+      report_exception(g_control_fd, "", type, what);
+    }
+  }
+  ::_exit(kExitException);
+}
+
+void usage(const ActorRegistry& registry) {
+  std::fprintf(stderr,
+               "This program is a Bulkhead worker. It is started by bulkhead-supervisor,\n"
+               "which passes its shared memory and control socket.\n\n"
+               "  --list-actors   print the actor types it hosts, one per line\n"
+               "  --help          this text\n\nActor types:");
+  for (const auto& t : registry.types()) std::fprintf(stderr, " %s", t.c_str());
+  std::fprintf(stderr, "\n");
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Dispatcher: the worker's one loop.
+
+class Dispatcher {
+ public:
+  Dispatcher(const ActorRegistry& registry, int control_fd)
+      : registry_(registry), control_fd_(control_fd) {}
+
+  int run(const ipc::Segment& seg) {
+    ipc::MailboxView view;
+    try {
+      view = ipc::attach_mailbox(seg);
+      control_ = ipc::RingConsumer(view.control_ring, seg.name() + "/control");
+    } catch (const std::exception& e) {
+      report_start_failed(control_fd_, std::string("unusable segment: ") + e.what());
+      return kExitBadHandover;
+    }
+    g_doorbell = view.doorbell;
+    install_signal_handlers();
+    ipc::Waiter waiter(view.doorbell);
+
+    for (;;) {
+      waiter.wait([&] { return control_.readable() || g_pending.load() != 0; });
+      if (int code = drain_control(); code >= 0) return code;
+      if (int code = drain_signals(); code >= 0) return code;
+    }
+  }
+
+ private:
+  // Returns an exit code to stop, or -1 to go on.
+  int drain_control() {
+    ipc::Frame f;
+    for (;;) {
+      auto st = control_.try_peek(f);
+      if (st == ipc::PopStatus::empty) return -1;
+      if (st == ipc::PopStatus::broken) {
+        std::fprintf(stderr, "bulkhead-worker: %s\n", control_.fault().describe().c_str());
+        return kExitBadHandover;
+      }
+      int code = -1;
+      auto err = schema::read_message(f.payload, {}, [&](capnp::MessageReader& r) {
+        auto msg = r.getRoot<schema::ToWorker>();
+        switch (msg.which()) {
+          case schema::ToWorker::START:
+            code = start(msg.getStart());
+            break;
+          case schema::ToWorker::STOP:
+            code = stop();
+            break;
+        }
+      });
+      control_.release();
+      if (err) {
+        std::fprintf(stderr, "bulkhead-worker: bad control message: %s\n", err->what.c_str());
+        return kExitBadHandover;
+      }
+      if (code >= 0) return code;
+    }
+  }
+
+  int start(schema::ToWorker::Start::Reader s) {
+    if (started_) return -1;  // a second Start is ignored
+    started_ = true;
+    for (auto spec : s.getActors()) {
+      std::string type = spec.getType();
+      auto actor = registry_.create(type);
+      if (!actor) {
+        std::string known;
+        for (const auto& t : registry_.types()) known += (known.empty() ? "" : ", ") + t;
+        report_start_failed(control_fd_,
+                            "unknown actor type '" + type + "' (this worker hosts: " + known + ")");
+        return kExitStartFailure;
+      }
+      actor->name_ = spec.getName();
+      actor->type_ = type;
+      try {
+        actor->init(spec.getArgs());
+      } catch (...) {
+        auto [etype, what] = describe_current_exception();
+        report_start_failed(control_fd_, "init of actor '" + actor->name_ + "' (" + type +
+                                             ") raised " + etype + ": " + what);
+        return kExitStartFailure;
+      }
+      actors_.push_back(std::move(actor));
+    }
+    report_ready(control_fd_);
+    return -1;
+  }
+
+  int stop() {
+    for (auto it = actors_.rbegin(); it != actors_.rend(); ++it) {
+      if (int code = guarded(**it, [&](Actor& a) { a.terminate("shutdown"); }); code >= 0) {
+        return code;
+      }
+    }
+    report_shutdown(control_fd_);
+    return kExitOk;
+  }
+
+  int drain_signals() {
+    std::uint32_t bits = g_pending.exchange(0, std::memory_order_acquire);
+    if (bits & kSigTerm) return stop();
+    for (auto [bit, sym] : {std::pair{kSigUsr1, "usr1"}, std::pair{kSigUsr2, "usr2"}}) {
+      if (!(bits & bit) || !started_) continue;
+      capnp::MallocMessageBuilder mb(64);
+      mb.initRoot<schema::Value>().setSymbol(sym);
+      auto v = mb.getRoot<schema::Value>().asReader();
+      for (auto& a : actors_) {
+        if (int code = guarded(*a, [&](Actor& x) { x.handle_info(v); }); code >= 0) return code;
+      }
+    }
+    return -1;
+  }
+
+  // Runs a handler; an escaping exception ends the worker with a report.
+  template <class F>
+  int guarded(Actor& a, F&& f) {
+    try {
+      f(a);
+      return -1;
+    } catch (...) {
+      auto [type, what] = describe_current_exception();
+      report_exception(control_fd_, a.name().empty() ? a.type() : a.name(), type, what);
+      // Let it crash: no destructor of a half-broken actor runs.
+      std::fflush(nullptr);
+      ::_exit(kExitException);
+    }
+  }
+
+  const ActorRegistry& registry_;
+  int control_fd_;
+  ipc::RingConsumer control_;
+  std::vector<std::unique_ptr<Actor>> actors_;
+  bool started_ = false;
+};
+
+int run(int argc, char** argv, const ActorRegistry& registry) {
+  bool as_worker = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "--list-actors") {
+      for (const auto& t : registry.types()) std::printf("%s\n", t.c_str());
+      return kExitOk;
+    }
+    if (a == "--help" || a == "-h") {
+      usage(registry);
+      return kExitOk;
+    }
+    if (a == kWorkerFlag) {
+      as_worker = true;
+    } else {
+      std::fprintf(stderr, "bulkhead-worker: unknown argument '%s'\n", argv[i]);
+      usage(registry);
+      return kExitUsage;
+    }
+  }
+  if (!as_worker || ::fcntl(kSegmentFd, F_GETFD) < 0 || ::fcntl(kControlFd, F_GETFD) < 0) {
+    usage(registry);
+    return kExitUsage;
+  }
+  ::fcntl(kSegmentFd, F_SETFD, FD_CLOEXEC);
+  ::fcntl(kControlFd, F_SETFD, FD_CLOEXEC);
+  g_control_fd = kControlFd;
+  std::set_terminate(on_terminate);
+  try {
+    ipc::Segment seg = ipc::Segment::adopt_fd(ipc::UniqueFd(kSegmentFd), "worker-segment");
+    Dispatcher d(registry, kControlFd);
+    return d.run(seg);
+  } catch (const std::exception& e) {
+    report_start_failed(kControlFd, std::string("worker handover failed: ") + e.what());
+    return kExitBadHandover;
+  }
+}
+
+}  // namespace bulkhead::worker
