@@ -184,7 +184,9 @@ double Runtime::uptime_ms() const {
 }
 
 void Runtime::event(const std::string& name, const Child* c, const std::string& extra_json) {
-  std::string line = fmt::format(R"({{"t_ms":{:.3f},"event":"{}")", uptime_ms(), name);
+  auto mono = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch());
+  std::string line = fmt::format(R"({{"t_ms":{:.3f},"mono_ns":{},"event":"{}")", uptime_ms(),
+                                 mono.count(), name);
   if (c != nullptr) {
     line += fmt::format(R"(,"child":"{}","incarnation":{})", json_escape(c->path), c->incarnation);
     if (c->pid > 0) line += fmt::format(R"(,"pid":{})", c->pid);
