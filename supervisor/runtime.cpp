@@ -335,9 +335,12 @@ bool Runtime::node_busy(const Node& n) const {
 }
 
 void Runtime::start_node(Node& n) {
+  // A (re)started supervisor begins from its specs, as a fresh OTP
+  // supervisor process would: no restart history, temporary children back.
   n.phase = Node::Phase::starting;
-  n.start_failed = false;
   n.restart_times.clear();
+  n.deferred.clear();
+  for (auto& c : n.children) c->deleted = false;
   spdlog::info("{}: starting {} children ({})", n.path, n.children.size(),
                to_string(n.spec->strategy));
   for (auto& c : n.children) {
@@ -362,6 +365,11 @@ void Runtime::shutdown_node(Node& n, ExitInfo reason) {
 }
 
 void Runtime::pump(Node& n) {
+  // Steps can complete synchronously (a failed spawn, a nested supervisor
+  // with no children) and call back into pump(); the outer call re-checks
+  // its loop condition, so the nested one has nothing to do.
+  if (n.pumping) return;
+  n.pumping = true;
   while (n.current == nullptr && !n.waiting_step && !n.steps.empty()) {
     Step s = n.steps.front();
     n.steps.pop_front();
@@ -416,6 +424,7 @@ void Runtime::pump(Node& n) {
         break;
     }
   }
+  n.pumping = false;
   if (n.current == nullptr && !n.waiting_step && n.steps.empty()) sequence_done(n);
 }
 

@@ -143,7 +143,7 @@ class Runtime {
     std::deque<Deferred> deferred;
     enum class Phase { idle, starting, running, shutting_down, stopped } phase = Phase::idle;
     ExitInfo end_reason;
-    bool start_failed = false;
+    bool pumping = false;  // pump() is on the stack: a nested call returns at once
     int next_dynamic = 1;
   };
 
