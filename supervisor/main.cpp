@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include "supervisor/config.hpp"
@@ -64,6 +66,16 @@ int main(int argc, char** argv) {
   if (check_only) {
     std::printf("%s: valid\n", tree_file.c_str());
     return 0;
+  }
+  if (!events.empty()) {
+    // A bad --events path is a usage error (2), found before anything starts.
+    FILE* f = std::fopen(events.c_str(), "a");
+    if (f == nullptr) {
+      std::fprintf(stderr, "bulkhead-supervisor: cannot write events file %s: %s\n", events.c_str(),
+                   std::strerror(errno));
+      return 2;
+    }
+    std::fclose(f);
   }
   try {
     Runtime runtime(std::move(tree), RuntimeOptions{events});

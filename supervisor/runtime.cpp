@@ -185,8 +185,8 @@ double Runtime::uptime_ms() const {
 
 void Runtime::event(const std::string& name, const Child* c, const std::string& extra_json) {
   auto mono = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch());
-  std::string line = fmt::format(R"({{"t_ms":{:.3f},"mono_ns":{},"event":"{}")", uptime_ms(),
-                                 mono.count(), name);
+  std::string line =
+      fmt::format(R"({{"t_ms":{:.3f},"mono_ns":{},"event":"{}")", uptime_ms(), mono.count(), name);
   if (c != nullptr) {
     line += fmt::format(R"(,"child":"{}","incarnation":{})", json_escape(c->path), c->incarnation);
     if (c->pid > 0) line += fmt::format(R"(,"pid":{})", c->pid);
@@ -355,7 +355,12 @@ void Runtime::shutdown_node(Node& n, ExitInfo reason) {
   n.end_reason = std::move(reason);
   n.deferred.clear();
   n.steps.clear();
-  // A step in progress finishes first (its child is stopped below anyway).
+  // A backoff wait is abandoned; a start or stop in progress finishes first
+  // (its child is stopped below anyway).
+  if (n.waiting_step) {
+    cancel_timer(n.wait_timer);
+    n.waiting_step = false;
+  }
   for (auto it = n.children.rbegin(); it != n.children.rend(); ++it) {
     n.steps.push_back({Step::Kind::stop, it->get()});
   }
@@ -377,7 +382,8 @@ void Runtime::pump(Node& n) {
     switch (s.kind) {
       case Step::Kind::wait:
         n.waiting_step = true;
-        add_timer(s.delay, [this, &n] {
+        n.wait_timer = add_timer(s.delay, [this, &n] {
+          n.wait_timer.reset();
           n.waiting_step = false;
           pump(n);
         });
@@ -392,6 +398,22 @@ void Runtime::pump(Node& n) {
         if (c.state == State::stopping) break;  // already on its way down
         c.state = State::stopping;
         if (c.node) {
+          // A supervisor child stops its own children in order; its
+          // `shutdown` bounds how long that may take (OTP): brutal_kill kills
+          // the subtree at once, a timeout kills it when it passes.
+          event("stopping", &c);
+          const Shutdown& sd = c.spec.shutdown;
+          Node* sub = c.node.get();
+          if (sd.kind == Shutdown::Kind::brutal_kill) {
+            kill_subtree(*sub, "brutal_kill of supervisor " + c.path);
+          } else if (sd.kind == Shutdown::Kind::timeout) {
+            c.kill_timer = add_timer(sd.timeout, [this, &c, sub] {
+              c.kill_timer.reset();
+              spdlog::warn("{}: subtree still stopping after {} ms: SIGKILL to all its workers",
+                           c.path, c.spec.shutdown.timeout.count());
+              kill_subtree(*sub, "supervisor shutdown timeout of " + c.path);
+            });
+          }
           ExitInfo r;
           r.kind = ExitInfo::Kind::shutdown;
           shutdown_node(*c.node, r);
@@ -404,6 +426,7 @@ void Runtime::pump(Node& n) {
         n.current = &c;
         c.state = State::starting;
         if (c.node) {
+          ++c.incarnation;
           start_node(*c.node);
         } else {
           try {
@@ -499,6 +522,7 @@ void Runtime::on_child_started(Node& n, Child& c) {
 }
 
 void Runtime::on_child_exit(Node& n, Child& c, ExitInfo reason) {
+  cancel_timer(c.kill_timer);  // a supervisor child's shutdown timer
   State was = c.state;
   c.state = State::idle;
   c.last_exit = reason;
@@ -730,6 +754,17 @@ void Runtime::kill_group(Child& c, int sig) {
   if (c.pid <= 0) return;  // reaped: the pid may belong to someone else now
   ::kill(-c.pid, sig);     // the worker's process group, grandchildren included
   ::kill(c.pid, sig);      // in case it left its group
+}
+
+void Runtime::kill_subtree(Node& n, const std::string& note) {
+  for (auto& c : n.children) {
+    if (c->node) {
+      kill_subtree(*c->node, note);
+    } else if (c->pid > 0) {
+      c->stop_note = note;
+      kill_group(*c, SIGKILL);
+    }
+  }
 }
 
 void Runtime::stop_worker(Child& c) {

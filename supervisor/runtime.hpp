@@ -140,6 +140,7 @@ class Runtime {
     std::deque<Step> steps;
     Child* current = nullptr;   // the child the step in progress waits for
     bool waiting_step = false;  // a wait step is in progress
+    std::optional<TimerKey> wait_timer;
     std::deque<Deferred> deferred;
     enum class Phase { idle, starting, running, shutting_down, stopped } phase = Phase::idle;
     ExitInfo end_reason;
@@ -178,6 +179,7 @@ class Runtime {
   void on_control_readable(Child& c);
   void on_output_readable(Child& c, bool final_drain);
   void kill_group(Child& c, int sig);
+  void kill_subtree(Node& n, const std::string& note);
   void close_worker_fds(Child& c);
   void send_start(Child& c);
 

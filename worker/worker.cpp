@@ -77,6 +77,13 @@ void install_signal_handlers() {
   for (int s : {SIGTERM, SIGINT, SIGUSR1, SIGUSR2}) ::sigaction(s, &sa, nullptr);
 }
 
+void block_worker_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGTERM, SIGINT, SIGUSR1, SIGUSR2}) sigaddset(&set, s);
+  ::sigprocmask(SIG_BLOCK, &set, nullptr);
+}
+
 std::string demangle(const char* name) {
   int status = 0;
   char* d = abi::__cxa_demangle(name, nullptr, nullptr, &status);
@@ -329,7 +336,12 @@ int run(int argc, char** argv, const ActorRegistry& registry) {
   try {
     ipc::Segment seg = ipc::Segment::adopt_fd(ipc::UniqueFd(kSegmentFd), "worker-segment");
     Dispatcher d(registry, kControlFd);
-    return d.run(seg);
+    int code = d.run(seg);
+    // The handlers ring the doorbell in `seg`, which is unmapped when we
+    // return: no signal handler may run from here on.
+    block_worker_signals();
+    g_doorbell = nullptr;
+    return code;
   } catch (const std::exception& e) {
     report_start_failed(kControlFd, std::string("worker handover failed: ") + e.what());
     return kExitBadHandover;
