@@ -7,8 +7,14 @@
 //
 // Layout of the segment payload (offsets from payload start):
 //   0      MailboxHeader (64 bytes): passport + where the rings are
-//   64     DoorbellWord: the worker's one futex word for all its input rings
+//   64     DoorbellWord: unused (doorbells live on the bell board, below)
 //   128    control ring (supervisor -> worker), RingControl + data
+//
+// The bell board is a second segment, one per supervisor: DoorbellWord
+// number `slot` is the doorbell of the worker (or client) in that slot, for
+// all its input rings (control ring and channels).  Every worker maps the
+// board, because every producer must be able to ring its consumer; a worker
+// never maps another worker's mailbox, so it cannot forge control messages.
 // The control ring is re-formatted by the supervisor before each incarnation
 // starts (the only producer is the supervisor, the old consumer is dead), so
 // a Stop meant for a dead incarnation never reaches the next one.
@@ -45,7 +51,7 @@ static_assert(sizeof(MailboxHeader) == 64);
 struct MailboxLayout {
   std::size_t doorbell_offset = 64;
   std::size_t control_ring_offset = 128;
-  std::size_t control_ring_capacity = 16 * 1024;
+  std::size_t control_ring_capacity = 64 * 1024;
 
   [[nodiscard]] std::size_t payload_bytes() const {
     return control_ring_offset + ring_footprint(control_ring_capacity);
@@ -66,5 +72,17 @@ MailboxView mailbox_view(const Segment& seg, const MailboxLayout& layout);
 // Worker side: validates the header against the segment and returns the view;
 // throws RingError / SegmentError naming the bad field.
 MailboxView attach_mailbox(const Segment& seg);
+
+// The bell board: `slots` doorbell words.
+inline constexpr std::size_t kMaxSlots = 4096;
+inline std::size_t bell_board_bytes(std::size_t slots) {
+  return slots * sizeof(DoorbellWord);
+}
+// The doorbell of `slot`, or nullptr if the board is too small.
+inline DoorbellWord* bell_of(const Segment& board, std::uint32_t slot) {
+  auto p = board.payload();
+  if ((static_cast<std::size_t>(slot) + 1) * sizeof(DoorbellWord) > p.size()) return nullptr;
+  return reinterpret_cast<DoorbellWord*>(p.data() + slot * sizeof(DoorbellWord));
+}
 
 }  // namespace bulkhead::ipc

@@ -23,9 +23,16 @@ std::pair<UniqueFd, UniqueFd> seqpacket_pair();
 // SysError on other failures.  Never raises SIGPIPE.
 bool send_packet(int fd, std::span<const std::byte> bytes);
 
+// Sends one packet carrying `pass_fd` (SCM_RIGHTS); same results as send_packet.
+bool send_packet_with_fd(int fd, std::span<const std::byte> bytes, int pass_fd);
+
 enum class RecvStatus { ok, would_block, eof, truncated };
 // Receives one packet into `buf` (non-blocking if the fd is).  `truncated`
 // means the packet was longer than `buf` (the rest is discarded).
 RecvStatus recv_packet(int fd, std::span<std::byte> buf, std::size_t& len);
+// Like recv_packet, and takes ownership of one passed fd (if any) in `passed`.
+// Extra fds beyond the first are closed.
+RecvStatus recv_packet_with_fd(int fd, std::span<std::byte> buf, std::size_t& len,
+                               UniqueFd& passed);
 
 }  // namespace bulkhead::ipc

@@ -57,8 +57,7 @@ std::string Instance::str() const {
 }
 
 bool Instance::alive() const {
-  auto st = process_start_time(pid);
-  return st && *st == start_time;
+  return process_alive(pid, start_time);
 }
 
 std::string segment_name(const Instance& instance, std::string_view label) {
@@ -217,7 +216,8 @@ std::vector<std::string> sweep_stale_segments(const std::string& dir) {
     auto inst = parse_segment_name(n);
     if (!inst || inst->alive()) continue;
     std::string name(n);
-    if (bip::shared_memory_object::remove(name.c_str())) removed.push_back(std::move(name));
+    // Remove the file in `dir` itself (for /dev/shm this is what shm_unlink does).
+    if (::unlink((dir + "/" + name).c_str()) == 0) removed.push_back(std::move(name));
   }
   ::closedir(d);
   return removed;

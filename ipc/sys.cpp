@@ -23,7 +23,14 @@ void UniqueFd::reset(int fd) noexcept {
   fd_ = fd;
 }
 
-std::optional<std::uint64_t> process_start_time(pid_t pid) {
+namespace {
+
+struct ProcStat {
+  char state = '?';
+  std::uint64_t start_time = 0;
+};
+
+std::optional<ProcStat> read_proc_stat(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
   if (!in) return std::nullopt;
   std::string line;
@@ -32,14 +39,27 @@ std::optional<std::uint64_t> process_start_time(pid_t pid) {
   auto close = line.rfind(')');
   if (close == std::string::npos) return std::nullopt;
   std::istringstream rest(line.substr(close + 1));
+  ProcStat st;
+  if (!(rest >> st.state)) return std::nullopt;  // field 3
   std::string field;
-  // Fields 3..21 precede starttime (field 22).
-  for (int i = 3; i <= 21; ++i) {
+  for (int i = 4; i <= 21; ++i) {  // fields 4..21 precede starttime (22)
     if (!(rest >> field)) return std::nullopt;
   }
-  std::uint64_t start = 0;
-  if (!(rest >> start)) return std::nullopt;
-  return start;
+  if (!(rest >> st.start_time)) return std::nullopt;
+  return st;
+}
+
+}  // namespace
+
+std::optional<std::uint64_t> process_start_time(pid_t pid) {
+  auto st = read_proc_stat(pid);
+  if (!st) return std::nullopt;
+  return st->start_time;
+}
+
+bool process_alive(pid_t pid, std::uint64_t start_time) {
+  auto st = read_proc_stat(pid);
+  return st && st->start_time == start_time && st->state != 'Z' && st->state != 'X';
 }
 
 void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,

@@ -86,6 +86,9 @@ class UniqueFd {
 // does not exist (or /proc cannot be read).
 std::optional<std::uint64_t> process_start_time(pid_t pid);
 
+// True if `pid` runs with that start time and is not a zombie.
+bool process_alive(pid_t pid, std::uint64_t start_time);
+
 // Futex on a word in shared memory.  Wait returns when woken, when the word no
 // longer equals `expected`, on a signal, or at `deadline` (absolute,
 // CLOCK_MONOTONIC).  The caller always re-checks its condition.

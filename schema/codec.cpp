@@ -1,15 +1,135 @@
 #include "schema/codec.hpp"
 
+#include <capnp/any.h>
+
+#include <algorithm>
+
 namespace bulkhead::schema {
 namespace {
 
 kj::ArrayPtr<capnp::word> first_segment(std::span<std::byte> area) {
   // The first 8 bytes hold the one-segment table; the segment follows.
-  std::memset(area.data(), 0, area.size());  // MallocMessageBuilder wants it zeroed
-  return {reinterpret_cast<capnp::word*>(area.data()) + 1, area.size() / sizeof(capnp::word) - 1};
+  std::size_t words = area.size() / sizeof(capnp::word);
+  if (words < 2) return {};                                  // no room: everything goes to the heap
+  std::memset(area.data(), 0, words * sizeof(capnp::word));  // builders want zeroed memory
+  return {reinterpret_cast<capnp::word*>(area.data()) + 1, words - 1};
+}
+
+// Reading a field through its generated reader applies every check Cap'n
+// Proto has for it (bounds, pointer kind, NUL terminator, limits).
+void walk_text(capnp::Text::Reader t) {
+  (void)t.size();
+}
+
+void walk(Value::Reader v) {
+  switch (v.which()) {
+    case Value::TEXT:
+      walk_text(v.getText());
+      break;
+    case Value::SYMBOL:
+      walk_text(v.getSymbol());
+      break;
+    case Value::DATA:
+      (void)v.getData().size();
+      break;
+    case Value::LIST:
+      for (auto x : v.getList()) walk(x);
+      break;
+    case Value::TUPLE:
+      for (auto x : v.getTuple()) walk(x);
+      break;
+    case Value::MAP:
+      for (auto e : v.getMap()) {
+        walk(e.getKey());
+        walk(e.getValue());
+      }
+      break;
+    default:
+      break;
+  }
+}
+
+// A payload of unknown schema: follow every pointer the way a reader of any
+// schema would (struct pointer sections, pointer lists, struct lists).
+void walk_any(capnp::AnyPointer::Reader p);
+
+void walk_any_struct(capnp::AnyStruct::Reader s) {
+  (void)s.getDataSection().size();
+  auto ptrs = s.getPointerSection();
+  for (unsigned i = 0; i < ptrs.size(); ++i) walk_any(ptrs[i]);
+}
+
+void walk_any(capnp::AnyPointer::Reader p) {
+  switch (p.getPointerType()) {
+    case capnp::PointerType::NULL_:
+    case capnp::PointerType::CAPABILITY:
+      return;
+    case capnp::PointerType::STRUCT:
+      walk_any_struct(p.getAs<capnp::AnyStruct>());
+      return;
+    case capnp::PointerType::LIST: {
+      auto l = p.getAs<capnp::AnyList>();
+      switch (l.getElementSize()) {
+        case capnp::ElementSize::POINTER: {
+          auto ps = l.as<capnp::List<capnp::AnyPointer>>();
+          for (unsigned i = 0; i < ps.size(); ++i) walk_any(ps[i]);
+          return;
+        }
+        case capnp::ElementSize::INLINE_COMPOSITE: {
+          auto ss = l.as<capnp::List<capnp::AnyStruct>>();
+          for (unsigned i = 0; i < ss.size(); ++i) walk_any_struct(ss[i]);
+          return;
+        }
+        default:
+          (void)l.getRawBytes().size();
+          return;
+      }
+    }
+  }
+}
+
+void walk(ExitReason::Reader r) {
+  switch (r.which()) {
+    case ExitReason::EXCEPTION: {
+      auto x = r.getException();
+      walk_text(x.getType());
+      walk_text(x.getMessage());
+      walk_text(x.getTraceback());
+      walk_text(x.getActor());
+      break;
+    }
+    case ExitReason::SIGNAL:
+      (void)r.getSignal().getNumber();  // a struct pointer, not a group
+      break;
+    case ExitReason::KILLED_BY_LIMIT:
+      walk_text(r.getKilledByLimit().getDetail());
+      break;
+    case ExitReason::START_FAILURE:
+      walk_text(r.getStartFailure());
+      break;
+    case ExitReason::PROTOCOL_VIOLATION:
+      walk_text(r.getProtocolViolation());
+      break;
+    default:
+      break;
+  }
 }
 
 }  // namespace
+
+kj::ArrayPtr<capnp::word> AreaMessageBuilder::allocateSegment(unsigned int minimum_words) {
+  if (!first_used_) {
+    first_used_ = true;
+    if (first_.size() > 0 && minimum_words <= first_.size()) return first_;
+  }
+  std::size_t n = std::max<std::size_t>(minimum_words, next_words_);
+  next_words_ = std::min<std::size_t>(2 * n, std::size_t{1} << 22);
+  auto seg = kj::heapArray<capnp::word>(n);
+  std::memset(seg.begin(), 0, n * sizeof(capnp::word));
+  auto ptr = seg.asPtr();
+  more_.add(kj::mv(seg));
+  return ptr;
+}
 
 FlatBuilder::FlatBuilder(std::span<std::byte> area) : area_(area), builder_(first_segment(area)) {}
 
@@ -30,8 +150,32 @@ kj::Array<capnp::word> FlatBuilder::flatten() {
 std::optional<DecodeError> validate_envelope(std::span<const std::byte> bytes,
                                              const ReadLimits& limits) {
   return read_message(bytes, limits, [](capnp::MessageReader& r) {
-    // totalSize() walks every pointer, checking bounds and limits.
-    (void)r.getRoot<Envelope>().totalSize();
+    auto e = r.getRoot<Envelope>();
+    walk_text(e.getDestName());
+    (void)e.getDestination().getActor();
+    (void)e.getSource().getActor();
+    auto p = e.getPayload();
+    switch (p.which()) {
+      case Envelope::Payload::VALUE:
+        walk(p.getValue());
+        break;
+      case Envelope::Payload::EXIT_REASON:
+        walk(p.getExitReason());
+        break;
+      case Envelope::Payload::ERROR: {
+        auto err = p.getError();
+        walk_text(err.getMessage());
+        walk(err.getReason());
+        break;
+      }
+      case Envelope::Payload::TYPED:
+        // Without the content's schema: every pointer, generically.  A struct
+        // where the user's schema expects text is caught only by their reader.
+        walk_any(p.getTyped().getContent());
+        break;
+      case Envelope::Payload::NONE:
+        break;
+    }
   });
 }
 

@@ -22,6 +22,7 @@
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <kj/exception.h>
+#include <kj/vector.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -46,6 +47,22 @@ struct DecodeError {
   std::string what;
 };
 
+// A MessageBuilder whose first segment is caller memory and that never
+// touches that memory again after building (MallocMessageBuilder zeroes its
+// first segment in its destructor, which would erase a frame that was
+// already published).  Further segments come from the heap.
+class AreaMessageBuilder final : public capnp::MessageBuilder {
+ public:
+  explicit AreaMessageBuilder(kj::ArrayPtr<capnp::word> first) : first_(first) {}
+  kj::ArrayPtr<capnp::word> allocateSegment(unsigned int minimum_words) override;
+
+ private:
+  kj::ArrayPtr<capnp::word> first_;
+  bool first_used_ = false;
+  std::size_t next_words_ = 1024;
+  kj::Vector<kj::Array<capnp::word>> more_;
+};
+
 // Builds one message whose first segment is `area` (8-aligned, zeroed here).
 class FlatBuilder {
  public:
@@ -68,7 +85,7 @@ class FlatBuilder {
 
  private:
   std::span<std::byte> area_;
-  capnp::MallocMessageBuilder builder_;
+  AreaMessageBuilder builder_;
 };
 
 // Builds a message with `fill(FlatBuilder&)` straight into a frame reserved
@@ -116,13 +133,18 @@ std::optional<DecodeError> read_message(std::span<const std::byte> bytes, const 
     use(static_cast<capnp::MessageReader&>(reader));
     return std::nullopt;
   } catch (const kj::Exception& e) {
-    return DecodeError{std::string("invalid Cap'n Proto message: ") + e.getDescription().cStr()};
+    auto d = e.getDescription();  // may quote NUL bytes: keep its full length
+    return DecodeError{std::string("invalid Cap'n Proto message: ") +
+                       std::string(d.begin(), d.size())};
   }
 }
 
-// Reads the whole Envelope once (every pointer followed), so that a bad
-// message is rejected here rather than in a handler.  Cheap for small
-// messages; use it where the reader cannot handle a late failure.
+// Reads the whole Envelope once through the generated readers (every field
+// of the header, a Value payload recursively, an ExitReason, a CallError),
+// so that a bad message is rejected here rather than in a handler.  A typed
+// payload (the user's own struct) is walked generically, pointer by pointer:
+// without its schema, a struct where text belongs cannot be told apart.
+// Cheap for small messages.
 std::optional<DecodeError> validate_envelope(std::span<const std::byte> bytes,
                                              const ReadLimits& limits = {});
 

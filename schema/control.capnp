@@ -30,10 +30,51 @@ struct ActorSpec {
   args @2 :Value;   # init arguments (a map from the tree file)
 }
 
+enum Overflow {
+  block @0;  # the sender waits for room, up to the receiver's blockTimeoutMs, then fails
+  fail @1;   # the send fails at once with `overflow`
+  drop @2;   # the newest message is dropped silently (counted)
+}
+
+enum MailboxPolicy {
+  keep @0;  # messages queued while the worker was dead go to its next incarnation
+  drop @1;  # a new incarnation starts with empty mailboxes
+}
+
+# One worker (or attached client) as its peers see it.  Names are static per
+# incarnation: the actors a worker hosts come from the tree.
+struct PeerInfo {
+  slot @0 :UInt32;              # the supervisor's number for this peer
+  incarnation @1 :UInt32;       # current incarnation (0: never started)
+  childId @2 :Text;             # tree path, e.g. "root/db"
+  actorNames @3 :List(Text);    # index = actor index; "" for an anonymous actor
+  running @4 :Bool;             # ready and not (yet) known dead
+  overflow @5 :Overflow;        # what a sender does when this peer's mailbox is full
+  blockTimeoutMs @6 :UInt32;    # for overflow = block
+}
+
+struct PeerDown {
+  slot @0 :UInt32;          # who died
+  incarnation @1 :UInt32;   # which incarnation
+  reason @2 :ExitReason;    # how, as the supervisor observed it
+}
+
+# A channel (one SPSC ring in its own segment) between this worker and a peer.
+# Its fd is sent on the control socket (SCM_RIGHTS) just before this message
+# is put on the control ring, so the worker receives the fd with recvmsg.
+struct ChannelInfo {
+  peer @0 :UInt32;      # the other end's slot
+  outbound @1 :Bool;    # true: we produce (peer consumes); false: we consume
+}
+
 struct ToWorker {
   union {
-    start @0 :Start;   # first message of every incarnation
-    stop @1 :Void;     # graceful stop: terminate every actor, exit 0
+    start @0 :Start;          # first message of every incarnation
+    stop @1 :Void;            # graceful stop: terminate every actor, exit 0
+    peers @2 :List(PeerInfo); # the whole peer table (right after start)
+    peerUp @3 :PeerInfo;      # a peer (re)started and is ready
+    peerDown @4 :PeerDown;    # a peer died: fail pending calls, fire monitors
+    channel @5 :ChannelInfo;  # a channel was opened (fd on the socket)
   }
 
   struct Start {
@@ -41,6 +82,7 @@ struct ToWorker {
     incarnation @1 :UInt32;    # 1 for the first start, +1 per restart
     actors @2 :List(ActorSpec);
     workerSlot @3 :UInt32;     # the supervisor's number for this child
+    mailbox @4 :MailboxPolicy; # keep or drop what was queued while dead
   }
 }
 
@@ -49,5 +91,6 @@ struct ToSupervisor {
     ready @0 :Void;             # every actor's init succeeded
     startFailed @1 :Text;       # an init failed: why (worker exits 71 next)
     exiting @2 :ExitReason;     # about to exit, and why (exception details)
+    openChannel @3 :UInt32;     # please open (or re-send) my outbound channel to this slot
   }
 }

@@ -909,6 +909,8 @@ void Runtime::on_control_readable(Child& c) {
           case schema::ToSupervisor::EXITING:
             c.report = from_schema(msg.getExiting());
             break;
+          case schema::ToSupervisor::OPEN_CHANNEL:
+            break;  // messaging layer (not wired yet)
         }
       });
       if (err) {

@@ -218,6 +218,8 @@ class Dispatcher {
           case schema::ToWorker::STOP:
             code = stop();
             break;
+          default:
+            break;  // peer and channel messages: handled by the messaging layer
         }
       });
       control_.release();

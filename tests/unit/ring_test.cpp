@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -44,7 +45,7 @@ TEST(Ring, FramesComeOutInOrderWithTheirKindAndBytes) {
     EXPECT_EQ(fr.kind, i + 1);
     auto want = bytes_of(i, i * 3);
     ASSERT_EQ(fr.payload.size(), want.size());
-    EXPECT_EQ(std::memcmp(fr.payload.data(), want.data(), want.size()), 0);
+    EXPECT_TRUE(std::equal(want.begin(), want.end(), fr.payload.begin()));
     EXPECT_EQ(reinterpret_cast<std::uintptr_t>(fr.payload.data()) % 8, 0u);
     c.release();
   }
@@ -67,7 +68,7 @@ TEST(Ring, WrapsAroundManyTimesWithOddSizes) {
     std::size_t n;
     while (c.try_pop(kind, out, n) == PopStatus::ok) {
       auto want = bytes_of(got, n);
-      ASSERT_EQ(std::memcmp(out.data(), want.data(), n), 0) << "frame " << got;
+      ASSERT_TRUE(std::equal(want.begin(), want.end(), out.begin())) << "frame " << got;
       ++got;
     }
   }
