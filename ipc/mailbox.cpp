@@ -7,7 +7,7 @@
 
 namespace bulkhead::ipc {
 
-void format_mailbox(const Segment& seg, const MailboxLayout& layout) {
+void format_mailbox(const Segment& seg, const MailboxLayout& layout, std::uint32_t slot) {
   auto payload = seg.payload();
   if (payload.size() < layout.payload_bytes()) {
     throw SegmentError(fmt::format("segment {}: {} payload bytes, mailbox needs {}", seg.name(),
@@ -16,6 +16,7 @@ void format_mailbox(const Segment& seg, const MailboxLayout& layout) {
   std::memset(payload.data(), 0, layout.control_ring_offset);
   auto* h = new (payload.data()) MailboxHeader{};
   h->version = kMailboxLayoutVersion;
+  h->slot = slot;
   h->doorbell_offset = layout.doorbell_offset;
   h->control_ring_offset = layout.control_ring_offset;
   h->control_ring_capacity = layout.control_ring_capacity;
@@ -68,7 +69,7 @@ MailboxView attach_mailbox(const Segment& seg) {
   }
   return MailboxView{
       reinterpret_cast<DoorbellWord*>(payload.data() + h.doorbell_offset),
-      payload.subspan(h.control_ring_offset, ring_footprint(h.control_ring_capacity))};
+      payload.subspan(h.control_ring_offset, ring_footprint(h.control_ring_capacity)), h.slot};
 }
 
 }  // namespace bulkhead::ipc

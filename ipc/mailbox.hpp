@@ -40,7 +40,7 @@ inline constexpr std::uint32_t kControlFrame = 2;  // frame kind of a ToWorker m
 struct MailboxHeader {
   std::uint64_t magic;                  // kMailboxMagic
   std::uint32_t version;                // kMailboxLayoutVersion
-  std::uint32_t reserved0;              // zero
+  std::uint32_t slot;                   // the owner's slot (its doorbell on the bell board)
   std::uint64_t doorbell_offset;        // from payload start
   std::uint64_t control_ring_offset;    // from payload start
   std::uint64_t control_ring_capacity;  // data bytes of the control ring
@@ -59,13 +59,14 @@ struct MailboxLayout {
 };
 
 // Supervisor side: writes header, doorbell and control ring.
-void format_mailbox(const Segment& seg, const MailboxLayout& layout);
+void format_mailbox(const Segment& seg, const MailboxLayout& layout, std::uint32_t slot);
 // Supervisor side: re-formats the control ring (before a new incarnation).
 void reset_control_ring(const Segment& seg, const MailboxLayout& layout);
 
 struct MailboxView {
   DoorbellWord* doorbell = nullptr;
   std::span<std::byte> control_ring;
+  std::uint32_t slot = 0;
 };
 // Supervisor side: the view from its own trusted layout.
 MailboxView mailbox_view(const Segment& seg, const MailboxLayout& layout);

@@ -124,22 +124,28 @@ std::span<std::byte> RingProducer::reserve(std::size_t len, Deadline deadline) n
     if (area.data() != nullptr || status_ != PushStatus::full) return area;
     if ((i & 63) == 0 && Clock::now() >= spin_end) break;
   }
-  // Phase 2: announce, re-check, sleep on the low word of `head`.
-  auto* head_word = reinterpret_cast<std::atomic<std::uint32_t>*>(&ctl_->head);
+  // Phase 2: announce, re-check, sleep on producer_waiting itself (an
+  // eventcount): the consumer that sees the flag clears it, then wakes it.
+  // If its clear comes before we are inside futex_wait, futex_wait finds 0
+  // and returns at once; if after, the wake finds us asleep.  (Sleeping on
+  // `head` instead loses a wake-up that comes before we are asleep when
+  // `head` has not moved since we read it.)
+  auto* flag = &ctl_->producer_waiting;
   for (;;) {
     if (Clock::now() >= deadline) {
+      flag->store(0, std::memory_order_relaxed);
       status_ = PushStatus::timeout;
       return {};
     }
-    const std::uint32_t key = head_word->load(std::memory_order_acquire);
     // seq_cst: pairs with the fence in RingConsumer::publish_head().
-    ctl_->producer_waiting.store(1, std::memory_order_seq_cst);
+    flag->store(1, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // before the re-check's loads
     area = try_reserve(len);
     if (area.data() != nullptr || status_ != PushStatus::full) {
-      ctl_->producer_waiting.store(0, std::memory_order_relaxed);
+      flag->store(0, std::memory_order_relaxed);
       return area;
     }
-    futex_wait(head_word, key, deadline);
+    futex_wait(flag, 1, deadline);
   }
 }
 
@@ -168,7 +174,7 @@ RingConsumer::RingConsumer(std::span<std::byte> mem, std::string name) {
 
 void RingConsumer::mark_broken(const char* field, std::uint64_t value) noexcept {
   broken_ = true;
-  peeked_end_ = 0;
+  peeked_bytes_ = 0;
   fault_.field = field;
   fault_.value = value;
   fault_.position = head_;

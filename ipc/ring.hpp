@@ -49,9 +49,9 @@ namespace bulkhead::ipc {
 // (two compilers, two flag sets) must agree on this layout.
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint64_t kRingMagic = 0x474e4952'4b4c5542ULL;  // "BULKRING" LE
-inline constexpr std::uint32_t kRingLayoutVersion = 1;
-inline constexpr std::uint32_t kPadKind = 0;   // filler up to the end of the buffer
-inline constexpr std::size_t kFrameAlign = 8;  // payload alignment
+inline constexpr std::uint32_t kRingLayoutVersion = 2;  // 2: producer_waiting on line 3
+inline constexpr std::uint32_t kPadKind = 0;            // filler up to the end of the buffer
+inline constexpr std::size_t kFrameAlign = 8;           // payload alignment
 inline constexpr std::size_t kMinRingCapacity = 256;
 
 struct FrameHeader {
@@ -70,14 +70,17 @@ struct alignas(kCacheLine) RingControl {
   std::uint8_t reserved1[32];
   // Line 1: producer-owned.
   alignas(kCacheLine) std::atomic<std::uint64_t> tail;  // bytes published
-  // Nonzero while the producer sleeps on `head_word()` waiting for space.
-  std::atomic<std::uint32_t> producer_waiting;
-  std::uint8_t reserved2[kCacheLine - 12];
+  std::uint8_t reserved2[kCacheLine - 8];
   // Line 2: consumer-owned.
   alignas(kCacheLine) std::atomic<std::uint64_t> head;  // bytes consumed
   std::uint8_t reserved3[kCacheLine - 8];
-  // Line 3: spare, zero.
-  alignas(kCacheLine) std::uint8_t reserved4[kCacheLine];
+  // Line 3: the producer's sleep flag, alone on its line: the consumer reads
+  // it after every release, and it is written only when the producer sleeps
+  // for space, so the read hits in the consumer's cache.
+  // Nonzero while the producer sleeps on this word (futex) waiting for space;
+  // the consumer clears it, then wakes it.
+  alignas(kCacheLine) std::atomic<std::uint32_t> producer_waiting;
+  std::uint8_t reserved4[kCacheLine - 4];
 };
 static_assert(sizeof(RingControl) == 4 * kCacheLine);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
@@ -133,7 +136,7 @@ class RingProducer {
   void commit(std::uint32_t kind, std::size_t len) noexcept;
   // Reserve + copy + commit.
   [[nodiscard]] PushStatus try_push(std::uint32_t kind, std::span<const std::byte> data) noexcept;
-  // Like try_push, but waits (spin, then futex on the head) for space until
+  // Like try_push, but waits (spin, then futex on producer_waiting) for space until
   // `deadline`.
   [[nodiscard]] PushStatus push(std::uint32_t kind, std::span<const std::byte> data,
                                 Deadline deadline) noexcept;
@@ -206,9 +209,10 @@ class RingConsumer {
   std::size_t capacity_ = 0;
   std::size_t mask_ = 0;
   std::size_t max_payload_ = 0;
-  std::uint64_t head_ = 0;        // private: next byte to read
-  std::uint64_t tail_cache_ = 0;  // private: last validated tail
-  std::uint64_t peeked_end_ = 0;  // head after the peeked frame, 0 if none
+  std::uint64_t head_ = 0;          // private: next byte to read
+  std::uint64_t tail_cache_ = 0;    // private: last validated tail
+  std::uint64_t peeked_bytes_ = 0;  // bytes of the peeked frame, 0 if none (head_
+                                    // may be anywhere, even near 2^64: no sentinel)
   bool broken_ = false;
   RingFault fault_;
 };
@@ -300,7 +304,7 @@ inline PopStatus RingConsumer::try_peek(Frame& out) noexcept {
         return PopStatus::broken;
       }
       head_ += to_end;  // skip the pad and give its bytes back at once
-      if (peeked_end_ == 0) publish_head();
+      if (peeked_bytes_ == 0) publish_head();
       continue;
     }
     const std::size_t fb = frame_bytes(h.length);
@@ -310,15 +314,15 @@ inline PopStatus RingConsumer::try_peek(Frame& out) noexcept {
     }
     out.kind = h.kind;
     out.payload = {data_ + pos + sizeof(FrameHeader), h.length};
-    peeked_end_ = head_ + fb;
+    peeked_bytes_ = fb;
     return PopStatus::ok;
   }
 }
 
 inline void RingConsumer::release() noexcept {
-  if (peeked_end_ == 0) return;
-  head_ = peeked_end_;
-  peeked_end_ = 0;
+  if (peeked_bytes_ == 0) return;
+  head_ += peeked_bytes_;
+  peeked_bytes_ = 0;
   publish_head();
 }
 
@@ -329,11 +333,17 @@ inline void RingConsumer::publish_head() noexcept {
   ctl_->head.store(head_, std::memory_order_release);
   // A producer sleeping for space announced itself in producer_waiting before
   // re-checking head (seq_cst); the fence orders our head store before this
-  // load (store-buffer pattern), so one of us sees the other.
+  // load (store-buffer pattern), so one of us sees the other: either its
+  // re-check saw this head, or we see its flag and wake it.  Checked after
+  // every publication (a producer must never sleep while there is room): the
+  // flag has a cache line of its own, so the load is a cache hit unless the
+  // producer really went to sleep.  Clear, then wake: the producer sleeps on
+  // the flag itself, so a wake-up that comes before it is asleep is not lost
+  // (see reserve()).
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (ctl_->producer_waiting.load(std::memory_order_relaxed) != 0) {
     ctl_->producer_waiting.store(0, std::memory_order_relaxed);
-    futex_wake(reinterpret_cast<std::atomic<std::uint32_t>*>(&ctl_->head), 1);
+    futex_wake(&ctl_->producer_waiting, 1);
   }
 }
 

@@ -92,5 +92,11 @@ struct ToSupervisor {
     startFailed @1 :Text;       # an init failed: why (worker exits 71 next)
     exiting @2 :ExitReason;     # about to exit, and why (exception details)
     openChannel @3 :UInt32;     # please open (or re-send) my outbound channel to this slot
+    brokenChannel @4 :BrokenChannel;  # a peer broke the ring protocol on a channel to me
   }
+}
+
+struct BrokenChannel {
+  peer @0 :UInt32;   # the producer's slot
+  detail @1 :Text;   # which field had which value
 }

@@ -382,12 +382,29 @@ class Loader {
   }
 
   void read_worker(const toml::table& t, const std::string& path, ChildSpec& c) {
-    known_keys(t, path,
-               {"id", "type", "binary", "actors", "restart", "shutdown", "significant",
-                "start_timeout_ms", "backoff"});
+    known_keys(
+        t, path,
+        {"id", "type", "binary", "actors", "restart", "shutdown", "significant", "start_timeout_ms",
+         "backoff", "mailbox", "mailbox_bytes", "overflow", "block_timeout_ms"});
     read_common(t, path, c, /*supervisor=*/false);
     c.kind = ChildKind::worker;
     c.start_timeout = Ms(get_int(t, path, "start_timeout_ms", 1, 3'600'000).value_or(5000));
+    c.mailbox_keep =
+        get_enum<bool>(t, path, "mailbox", {{"keep", true}, {"drop", false}}).value_or(true);
+    if (auto b = get_int(t, path, "mailbox_bytes", 4096, std::int64_t{1} << 30)) {
+      if ((*b & (*b - 1)) != 0) {
+        problem(t.get("mailbox_bytes"), path + ".mailbox_bytes",
+                fmt::format("{} is not a power of two", *b));
+      } else {
+        c.mailbox_bytes = static_cast<std::size_t>(*b);
+      }
+    }
+    c.overflow = get_enum<ChildSpec::Overflow>(t, path, "overflow",
+                                               {{"block", ChildSpec::Overflow::block},
+                                                {"fail", ChildSpec::Overflow::fail},
+                                                {"drop", ChildSpec::Overflow::drop}})
+                     .value_or(ChildSpec::Overflow::block);
+    c.block_timeout = Ms(get_int(t, path, "block_timeout_ms", 0, 3'600'000).value_or(1000));
     if (auto b = get_string(t, path, "binary")) {
       if (auto p = resolve_binary(*b, t.get("binary"), path + ".binary")) c.binary = p->string();
     } else if (t.get("binary") == nullptr) {
@@ -450,6 +467,15 @@ class Loader {
         }
       }
       a.name = get_string(at, apath, "name").value_or("");
+      if (!a.name.empty()) {
+        if (c.id == "template") {
+          problem(at.get("name"), apath + ".name",
+                  "a template's actors cannot have names: every instance would share them");
+        } else if (auto [it, fresh] = actor_names_.emplace(a.name, apath); !fresh) {
+          problem(at.get("name"), apath + ".name",
+                  fmt::format("actor name '{}' is already used by {}", a.name, it->second));
+        }
+      }
       if (const toml::table* args = table_at(at, "args", apath + ".args", false)) a.args = *args;
       c.actors.push_back(std::move(a));
     }
@@ -460,6 +486,7 @@ class Loader {
   std::string default_worker_;
   std::vector<std::string> problems_;
   std::map<std::string, std::optional<std::vector<std::string>>> probed_;
+  std::map<std::string, std::string> actor_names_;  // name -> where first defined
 };
 
 }  // namespace

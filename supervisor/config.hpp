@@ -10,7 +10,10 @@
 //   [root]           a supervisor: strategy, intensity, period_ms,
 //                    auto_shutdown, children = [[root.children]] ...
 //   a worker child:  id, type = "worker", binary, actors = [{type, name, args}],
-//                    restart, shutdown, significant, start_timeout_ms, backoff
+//                    restart, shutdown, significant, start_timeout_ms, backoff,
+//                    mailbox ("keep"/"drop"), mailbox_bytes, overflow
+//                    ("block"/"fail"/"drop"), block_timeout_ms
+// Actor names are unique in the whole tree (they are the registry).
 //   a supervisor child: id, type = "supervisor", the [root] keys, restart,
 //                    shutdown, significant; children or (simple_one_for_one)
 //                    template = {worker keys} and instances = N
@@ -75,6 +78,11 @@ struct ChildSpec {
   std::vector<ActorConfig> actors;
   Ms start_timeout{5000};
   std::optional<Backoff> backoff;
+  // messaging: this child's mailbox (its inbound channels)
+  bool mailbox_keep = true;             // mailbox = "keep" | "drop"
+  std::size_t mailbox_bytes = 1 << 18;  // ring capacity of each inbound channel
+  enum class Overflow { block, fail, drop } overflow = Overflow::block;
+  Ms block_timeout{1000};  // overflow = "block": how long a sender waits
   // supervisor
   std::shared_ptr<SupervisorSpec> supervisor;
 };

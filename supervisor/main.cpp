@@ -28,6 +28,16 @@ std::filesystem::path self_dir() {
   return ec ? std::filesystem::path{} : p.parent_path();
 }
 
+std::string default_socket_path(const std::string& tree_name) {
+  std::string dir;
+  if (const char* x = std::getenv("XDG_RUNTIME_DIR"); x != nullptr && *x != '\0') {
+    dir = std::string(x) + "/bulkhead";
+  } else {
+    dir = "/tmp/bulkhead-" + std::to_string(::getuid());
+  }
+  return dir + "/" + tree_name + ".sock";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -37,6 +47,10 @@ int main(int argc, char** argv) {
   bool check_only = false;
   app.add_option("tree", tree_file, "the tree file (TOML)")->required();
   app.add_option("--events", events, "append machine-readable events (JSON lines) to FILE");
+  std::string socket_path;
+  app.add_option("--socket", socket_path,
+                 "attach socket for clients (default: $XDG_RUNTIME_DIR/bulkhead/NAME.sock or "
+                 "/tmp/bulkhead-UID/NAME.sock; 'none' to disable)");
   app.add_flag("--check", check_only, "validate the tree file and exit (0 valid, 2 invalid)");
   app.add_option("--log-level", level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
@@ -78,7 +92,9 @@ int main(int argc, char** argv) {
     std::fclose(f);
   }
   try {
-    Runtime runtime(std::move(tree), RuntimeOptions{events});
+    if (socket_path.empty()) socket_path = default_socket_path(tree.name);
+    if (socket_path == "none") socket_path.clear();
+    Runtime runtime(std::move(tree), RuntimeOptions{events, socket_path});
     return runtime.run();
   } catch (const std::exception& e) {
     spdlog::critical("internal error: {}", e.what());

@@ -6,7 +6,10 @@
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,8 +17,10 @@
 #include <capnp/serialize.h>
 #include <array>
 #include <cstring>
+#include <filesystem>
 #include <random>
 
+#include "ipc/channel.hpp"
 #include "ipc/packet.hpp"
 #include "schema/codec.hpp"
 #include "schema/control.capnp.h"
@@ -160,6 +165,9 @@ Runtime::Runtime(TreeSpec tree, RuntimeOptions options)
       ipc::UniqueFd(ipc::check_sys(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK), "signalfd"));
   ::signal(SIGPIPE, SIG_IGN);
   watch(signal_fd_.get(), Watch::Type::signal, nullptr);
+  board_ = ipc::Segment::create(ipc::segment_name(instance_, "bells"),
+                                ipc::bell_board_bytes(kBoardSlots));
+  board_->unlink();
   build_node(root_, tree_.root, "root", nullptr, nullptr);
 }
 
@@ -176,6 +184,7 @@ Runtime::~Runtime() {
     }
   };
   kill_all(root_);
+  if (attach_fd_ && !options_.socket_path.empty()) ::unlink(options_.socket_path.c_str());
   if (events_ != nullptr) std::fclose(events_);
 }
 
@@ -206,8 +215,8 @@ static std::string reason_json(const ExitInfo& r) {
 
 // --- loop -------------------------------------------------------------------
 
-void Runtime::watch(int fd, Watch::Type type, Child* c) {
-  watches_[fd] = Watch{type, c};
+void Runtime::watch(int fd, Watch::Type type, Child* c, Endpoint* ep) {
+  watches_[fd] = Watch{type, c, ep};
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.fd = fd;
@@ -260,7 +269,9 @@ int Runtime::run() {
   for (const auto& s : swept) spdlog::info("removed stale segment /dev/shm/{}", s);
   spdlog::info("bulkhead-supervisor {} (instance {}) starting tree '{}' from {}", ::getpid(),
                instance_.str(), tree_.name, tree_.file.string());
-  event("supervisor_started", nullptr, fmt::format(R"("pid":{})", ::getpid()));
+  if (!options_.socket_path.empty()) open_attach_socket();
+  event("supervisor_started", nullptr,
+        fmt::format(R"("pid":{},"socket":"{}")", ::getpid(), json_escape(options_.socket_path)));
   start_node(root_);
   std::array<epoll_event, 64> evs;
   while (!done_) {
@@ -288,6 +299,12 @@ int Runtime::run() {
           break;
         case Watch::Type::pidfd:
           reap_worker(*w.child);
+          break;
+        case Watch::Type::attach:
+          on_attach();
+          break;
+        case Watch::Type::client:
+          on_client_readable(*w.endpoint);
           break;
       }
     }
@@ -324,6 +341,16 @@ Runtime::Child& Runtime::add_child(Node& n, const ChildSpec& spec) {
   if (spec.kind == ChildKind::supervisor) {
     c->node = std::make_unique<Node>();
     build_node(*c->node, *spec.supervisor, c->path, &n, c.get());
+  } else {
+    for (const auto& a : spec.actors) c->actor_names.push_back(a.name);
+    c->mailbox_keep = spec.mailbox_keep;
+    c->mailbox_bytes = spec.mailbox_bytes;
+    c->overflow = spec.overflow;
+    c->block_timeout = spec.block_timeout;
+    if (c->slot >= kBoardSlots) {
+      throw std::runtime_error(fmt::format("more than {} workers and clients", kBoardSlots));
+    }
+    endpoints_[c->slot] = c.get();
   }
   n.children.push_back(std::move(c));
   return *n.children.back();
@@ -690,6 +717,7 @@ void Runtime::send_start(Child& c) {
   start.setChildId(c.path);
   start.setIncarnation(c.incarnation);
   start.setWorkerSlot(c.slot);
+  start.setMailbox(c.mailbox_keep ? schema::MailboxPolicy::KEEP : schema::MailboxPolicy::DROP);
   auto actors = start.initActors(static_cast<unsigned>(c.spec.actors.size()));
   for (unsigned i = 0; i < c.spec.actors.size(); ++i) {
     const ActorConfig& a = c.spec.actors[i];
@@ -712,12 +740,12 @@ void Runtime::start_worker(Child& c) {
     std::string name = ipc::segment_name(instance_, fmt::format("w{}", c.slot));
     c.segment = ipc::Segment::create(name, mailbox_layout_.payload_bytes());
     c.segment->unlink();  // the fd is all the workers need: nothing left in /dev/shm, ever
-    ipc::format_mailbox(*c.segment, mailbox_layout_);
+    ipc::format_mailbox(*c.segment, mailbox_layout_, c.slot);
   } else {
     ipc::reset_control_ring(*c.segment, mailbox_layout_);
   }
   auto view = ipc::mailbox_view(*c.segment, mailbox_layout_);
-  c.doorbell = ipc::Doorbell(view.doorbell);
+  c.doorbell = ipc::Doorbell(ipc::bell_of(*board_, c.slot));
   c.control_ring =
       ipc::RingProducer(view.control_ring, c.segment->name() + "/control", &c.doorbell);
   ++c.incarnation;
@@ -725,14 +753,20 @@ void Runtime::start_worker(Child& c) {
   c.stop_requested = c.ready_timed_out = c.violated = false;
   c.stop_note.clear();
   c.ready_at = TimePoint{};
-  send_start(c);
 
+  // Everything the new incarnation needs is queued before it exists: its
+  // Start, the peer table, and its inbound channels (fds on the socket).
   auto [ours, theirs] = ipc::seqpacket_pair();
-  Spawned s = spawn_worker(c.spec.binary, c.segment->fd(), theirs.get());
+  c.control = std::move(ours);
+  send_start(c);
+  send_peer_table(c);
+  deliver_inbound_channels(c);
+
+  Spawned s = spawn_worker(c.spec.binary, c.segment->fd(), theirs.get(), board_->fd());
   c.pid = s.pid;
+  c.live = true;
   c.pidfd = std::move(s.pidfd);
   c.output = std::move(s.output);
-  c.control = std::move(ours);
   ipc::check_sys(::fcntl(c.control.get(), F_SETFL, O_NONBLOCK), "fcntl control socket");
   c.spawned_at = Clock::now();
   watch(c.pidfd.get(), Watch::Type::pidfd, &c);
@@ -748,6 +782,184 @@ void Runtime::start_worker(Child& c) {
     c.ready_timed_out = true;
     kill_group(c, SIGKILL);
   });
+}
+
+// --- messaging plumbing -----------------------------------------------------
+
+void Runtime::push_control(Endpoint& ep,
+                           const std::function<void(schema::ToWorker::Builder)>& fill) {
+  if (!ep.control_ring.attached()) return;
+  capnp::MallocMessageBuilder mb;
+  fill(mb.initRoot<schema::ToWorker>());
+  auto words = capnp::messageToFlatArray(mb);
+  auto bytes = words.asBytes();
+  auto st = ep.control_ring.try_push(
+      ipc::kControlFrame, {reinterpret_cast<const std::byte*>(bytes.begin()), bytes.size()});
+  if (st != ipc::PushStatus::ok) {
+    spdlog::warn("{}: control ring full or broken: a control message was not delivered", ep.path);
+  }
+}
+
+static schema::Overflow to_schema(ChildSpec::Overflow o) {
+  switch (o) {
+    case ChildSpec::Overflow::block:
+      return schema::Overflow::BLOCK;
+    case ChildSpec::Overflow::fail:
+      return schema::Overflow::FAIL;
+    case ChildSpec::Overflow::drop:
+      return schema::Overflow::DROP;
+  }
+  return schema::Overflow::BLOCK;
+}
+
+static void to_schema(const ExitInfo& e, schema::ExitReason::Builder b) {
+  switch (e.kind) {
+    case ExitInfo::Kind::normal:
+      b.setNormal();
+      break;
+    case ExitInfo::Kind::shutdown:
+      b.setShutdown();
+      break;
+    case ExitInfo::Kind::exception: {
+      auto x = b.initException();
+      x.setType(e.type);
+      x.setMessage(e.message);
+      x.setActor(e.actor);
+      break;
+    }
+    case ExitInfo::Kind::signal: {
+      auto x = b.initSignal();
+      x.setNumber(e.number);
+      x.setCoreDumped(e.core_dumped);
+      break;
+    }
+    case ExitInfo::Kind::exit_code:
+      b.setExitCode(e.number);
+      break;
+    case ExitInfo::Kind::start_failure:
+      b.setStartFailure(e.message);
+      break;
+    case ExitInfo::Kind::ready_timeout:
+      b.setReadyTimeout(static_cast<std::uint32_t>(e.number));
+      break;
+    case ExitInfo::Kind::protocol_violation:
+      b.setProtocolViolation(e.message);
+      break;
+    case ExitInfo::Kind::max_intensity:
+      b.setShutdown();
+      break;
+  }
+}
+
+void Runtime::fill_peer(schema::PeerInfo::Builder b, const Endpoint& ep) const {
+  b.setSlot(ep.slot);
+  b.setIncarnation(ep.incarnation);
+  b.setChildId(ep.path);
+  b.setRunning(ep.running);
+  b.setOverflow(to_schema(ep.overflow));
+  b.setBlockTimeoutMs(static_cast<std::uint32_t>(ep.block_timeout.count()));
+  auto names = b.initActorNames(static_cast<unsigned>(ep.actor_names.size()));
+  for (unsigned i = 0; i < ep.actor_names.size(); ++i) names.set(i, ep.actor_names[i]);
+}
+
+void Runtime::send_peer_table(Endpoint& ep) {
+  push_control(ep, [&](schema::ToWorker::Builder m) {
+    auto list = m.initPeers(static_cast<unsigned>(endpoints_.size()));
+    unsigned i = 0;
+    for (const auto& [slot, other] : endpoints_) fill_peer(list[i++], *other);
+  });
+}
+
+void Runtime::broadcast_up(const Endpoint& ep) {
+  for (auto& [slot, other] : endpoints_) {
+    if (other == &ep || !other->live) continue;
+    push_control(*other, [&](schema::ToWorker::Builder m) { fill_peer(m.initPeerUp(), ep); });
+  }
+}
+
+void Runtime::broadcast_down(const Endpoint& ep, const ExitInfo& why) {
+  for (auto& [slot, other] : endpoints_) {
+    if (other == &ep || !other->live) continue;
+    push_control(*other, [&](schema::ToWorker::Builder m) {
+      auto d = m.initPeerDown();
+      d.setSlot(ep.slot);
+      d.setIncarnation(ep.incarnation);
+      to_schema(why, d.initReason());
+    });
+  }
+}
+
+Runtime::Channel& Runtime::channel(std::uint32_t producer, std::uint32_t consumer) {
+  auto key = std::make_pair(producer, consumer);
+  auto it = channels_.find(key);
+  if (it != channels_.end()) return it->second;
+  std::size_t cap = endpoints_.at(consumer)->mailbox_bytes;
+  std::string name = ipc::segment_name(instance_, fmt::format("c{}.{}", producer, consumer));
+  auto seg = ipc::Segment::create(name, ipc::channel_payload_bytes(cap));
+  seg.unlink();
+  ipc::format_channel(seg, cap, producer, consumer);
+  return channels_.emplace(key, Channel{std::move(seg), cap}).first->second;
+}
+
+void Runtime::deliver_channel(Endpoint& ep, Channel& ch, bool outbound, std::uint32_t peer) {
+  if (!ep.control) return;
+  std::byte tag[8] = {};
+  if (!ipc::send_packet_with_fd(ep.control.get(), tag, ch.segment.fd())) return;
+  push_control(ep, [&](schema::ToWorker::Builder m) {
+    auto c = m.initChannel();
+    c.setPeer(peer);
+    c.setOutbound(outbound);
+  });
+}
+
+void Runtime::deliver_inbound_channels(Endpoint& ep) {
+  for (auto& [key, ch] : channels_) {
+    if (key.second == ep.slot) deliver_channel(ep, ch, /*outbound=*/false, key.first);
+  }
+}
+
+void Runtime::on_open_channel(Endpoint& ep, std::uint32_t to) {
+  auto target = endpoints_.find(to);
+  if (target == endpoints_.end() || to == ep.slot) {
+    spdlog::warn("{}: asked for a channel to unknown slot {}", ep.path, to);
+    return;
+  }
+  bool fresh = channels_.find({ep.slot, to}) == channels_.end();
+  Channel& ch = channel(ep.slot, to);
+  deliver_channel(ep, ch, /*outbound=*/true, to);
+  // The consumer learns of a new channel now; an existing one it got at start.
+  if (fresh && target->second->live) deliver_channel(*target->second, ch, false, ep.slot);
+}
+
+void Runtime::on_broken_channel(Endpoint& consumer, std::uint32_t producer,
+                                const std::string& detail) {
+  auto it = endpoints_.find(producer);
+  if (it == endpoints_.end()) return;
+  spdlog::error("{}: channel from {} broken: {}", consumer.path, it->second->path, detail);
+  channels_.erase({producer, consumer.slot});  // a fresh one is made on the next request
+  if (it->second->is_client) return;
+  auto& c = static_cast<Child&>(*it->second);
+  if (c.pid > 0) {
+    c.violated = true;
+    ExitInfo r;
+    r.kind = ExitInfo::Kind::protocol_violation;
+    r.message = "broke the ring protocol on its channel to " + consumer.path + ": " + detail;
+    c.report = r;
+    kill_group(c, SIGKILL);
+  }
+}
+
+void Runtime::on_endpoint_message(Endpoint& ep, schema::ToSupervisor::Reader msg) {
+  switch (msg.which()) {
+    case schema::ToSupervisor::OPEN_CHANNEL:
+      on_open_channel(ep, msg.getOpenChannel());
+      break;
+    case schema::ToSupervisor::BROKEN_CHANNEL:
+      on_broken_channel(ep, msg.getBrokenChannel().getPeer(), msg.getBrokenChannel().getDetail());
+      break;
+    default:
+      break;
+  }
 }
 
 void Runtime::kill_group(Child& c, int sig) {
@@ -854,6 +1066,9 @@ void Runtime::reap_worker(Child& c) {
     r.kind = ExitInfo::Kind::exit_code;
     r.number = si.si_status;
   }
+  c.live = false;
+  c.running = false;
+  broadcast_down(c, r);  // pending calls to it fail now, monitors fire
   Child* pc = &c;
   std::string extra = reason_json(r) + fmt::format(R"(,"pid":{})", pid);
   event("exited", pc, extra);
@@ -896,6 +1111,8 @@ void Runtime::on_control_readable(Child& c) {
                   std::chrono::duration<double, std::milli>(Clock::now() - c.spawned_at).count();
               spdlog::info("{}: pid {} ready in {:.2f} ms", c.path, c.pid, ms);
               event("ready", &c, fmt::format(R"("ready_ms":{:.3f})", ms));
+              c.running = true;
+              broadcast_up(c);
               on_child_started(*c.owner, c);
             }
             break;
@@ -910,7 +1127,9 @@ void Runtime::on_control_readable(Child& c) {
             c.report = from_schema(msg.getExiting());
             break;
           case schema::ToSupervisor::OPEN_CHANNEL:
-            break;  // messaging layer (not wired yet)
+          case schema::ToSupervisor::BROKEN_CHANNEL:
+            on_endpoint_message(c, msg);
+            break;
         }
       });
       if (err) {
@@ -967,6 +1186,129 @@ void Runtime::on_output_readable(Child& c, bool final_drain) {
     spdlog::info("[{} {}] {}", c.path, c.pid, c.out_partial);
     c.out_partial.clear();
   }
+}
+
+// --- clients ------------------------------------------------------------------
+
+void Runtime::open_attach_socket() {
+  const std::string& path = options_.socket_path;
+  sockaddr_un addr{};
+  if (path.size() >= sizeof(addr.sun_path)) {
+    throw std::runtime_error("attach socket path too long: " + path);
+  }
+  auto dir = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!dir.empty() && !std::filesystem::exists(dir, ec)) {
+    std::filesystem::create_directories(dir, ec);
+    ::chmod(dir.c_str(), 0700);
+  }
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  {
+    // A live supervisor listening there keeps it; a stale socket file goes.
+    ipc::UniqueFd probe(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+      spdlog::warn(
+          "attach socket {} is in use by another supervisor: clients cannot attach to "
+          "this one (choose another with --socket)",
+          path);
+      options_.socket_path.clear();
+      return;
+    }
+    ::unlink(path.c_str());
+  }
+  ipc::UniqueFd fd(ipc::check_sys(
+      ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), "socket"));
+  ipc::check_sys(::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), "bind " + path);
+  ::chmod(path.c_str(), 0600);
+  ipc::check_sys(::listen(fd.get(), 64), "listen " + path);
+  attach_fd_ = std::move(fd);
+  watch(attach_fd_.get(), Watch::Type::attach, nullptr);
+  spdlog::info("clients attach at {}", path);
+}
+
+void Runtime::on_attach() {
+  for (;;) {
+    int cfd = ::accept4(attach_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (cfd < 0) return;
+    ipc::UniqueFd conn(cfd);
+    if (next_slot_ >= kBoardSlots) {
+      spdlog::error("a client tried to attach, but all {} slots are used", kBoardSlots);
+      continue;
+    }
+    auto ep = std::make_unique<Endpoint>();
+    ep->slot = next_slot_++;
+    ep->path = fmt::format("client/{}", next_client_++);
+    ep->is_client = true;
+    ep->incarnation = 1;
+    ep->segment = ipc::Segment::create(ipc::segment_name(instance_, fmt::format("w{}", ep->slot)),
+                                       mailbox_layout_.payload_bytes());
+    ep->segment->unlink();
+    ipc::format_mailbox(*ep->segment, mailbox_layout_, ep->slot);
+    auto view = ipc::mailbox_view(*ep->segment, mailbox_layout_);
+    ep->doorbell = ipc::Doorbell(ipc::bell_of(*board_, ep->slot));
+    ep->control_ring = ipc::RingProducer(view.control_ring, ep->path + "/control", &ep->doorbell);
+    ep->control = std::move(conn);
+    ep->live = ep->running = true;
+    push_control(*ep, [&](schema::ToWorker::Builder m) {
+      auto st = m.initStart();
+      st.setChildId(ep->path);
+      st.setIncarnation(1);
+      st.setWorkerSlot(ep->slot);
+    });
+    Endpoint& e = *ep;
+    endpoints_[e.slot] = &e;
+    clients_[e.slot] = std::move(ep);
+    send_peer_table(e);
+    std::byte tag[8] = {};
+    if (!ipc::send_packet_with_fd(e.control.get(), tag, e.segment->fd()) ||
+        !ipc::send_packet_with_fd(e.control.get(), tag, board_->fd())) {
+      drop_client(e);
+      continue;
+    }
+    watch(e.control.get(), Watch::Type::client, nullptr, &e);
+    broadcast_up(e);
+    spdlog::info("{} attached (slot {})", e.path, e.slot);
+    event("client_attached", nullptr,
+          fmt::format(R"("client":"{}","slot":{})", json_escape(e.path), e.slot));
+  }
+}
+
+void Runtime::on_client_readable(Endpoint& ep) {
+  alignas(8) static std::array<std::byte, ipc::kMaxPacket> buf;
+  for (;;) {
+    std::size_t len = 0;
+    auto st = ipc::recv_packet(ep.control.get(), buf, len);
+    if (st == ipc::RecvStatus::would_block) return;
+    if (st != ipc::RecvStatus::ok) {
+      drop_client(ep);
+      return;
+    }
+    auto err = schema::read_message(std::span(buf.data(), len), {}, [&](capnp::MessageReader& m) {
+      on_endpoint_message(ep, m.getRoot<schema::ToSupervisor>());
+    });
+    if (err) {
+      spdlog::error("{}: bad control message: {}: detaching it", ep.path, err->what);
+      drop_client(ep);
+      return;
+    }
+  }
+}
+
+void Runtime::drop_client(Endpoint& ep) {
+  unwatch(ep.control.get());
+  ep.live = ep.running = false;
+  ExitInfo why;
+  why.kind = ExitInfo::Kind::normal;
+  broadcast_down(ep, why);
+  std::erase_if(channels_, [&](const auto& kv) {
+    return kv.first.first == ep.slot || kv.first.second == ep.slot;
+  });
+  spdlog::info("{} detached", ep.path);
+  event("client_detached", nullptr, fmt::format(R"("client":"{}")", json_escape(ep.path)));
+  std::uint32_t slot = ep.slot;
+  endpoints_.erase(slot);
+  clients_.erase(slot);  // `ep` is gone
 }
 
 }  // namespace bulkhead::supervisor

@@ -41,6 +41,7 @@
 #include "ipc/ring.hpp"
 #include "ipc/segment.hpp"
 #include "ipc/sys.hpp"
+#include "schema/control.capnp.h"
 #include "supervisor/config.hpp"
 
 namespace bulkhead::supervisor {
@@ -72,8 +73,12 @@ struct ExitInfo {
   [[nodiscard]] std::string kind_name() const;
 };
 
+// Slots on the bell board: workers plus attached clients, over the tree's life.
+inline constexpr std::uint32_t kBoardSlots = 1024;
+
 struct RuntimeOptions {
   std::string events_path;  // JSON lines event log ("" = none)
+  std::string socket_path;  // attach socket for clients ("" = none)
 };
 
 class Runtime {
@@ -91,23 +96,38 @@ class Runtime {
   enum class State { idle, starting, running, stopping, waiting };
   using TimerKey = std::pair<TimePoint, std::uint64_t>;
 
-  struct Child {
-    ChildSpec spec;
-    std::string path;  // "root/pipeline/ingest"
-    Node* owner = nullptr;
+  // Something with a slot: a worker child or an attached client.  It has a
+  // mailbox segment (control ring from us), a control socket, a doorbell on
+  // the bell board, and shows up in every peer's table.
+  struct Endpoint {
     std::uint32_t slot = 0;
+    std::string path;  // "root/pipeline/ingest", "client/3"
+    std::uint32_t incarnation = 0;
+    std::optional<ipc::Segment> segment;
+    ipc::Doorbell doorbell;
+    ipc::RingProducer control_ring;
+    ipc::UniqueFd control;
+    bool live = false;     // a process reads its control ring
+    bool running = false;  // ready
+    bool is_client = false;
+    std::vector<std::string> actor_names;
+    bool mailbox_keep = true;
+    std::size_t mailbox_bytes = 1 << 18;
+    ChildSpec::Overflow overflow = ChildSpec::Overflow::block;
+    Ms block_timeout{1000};
+  };
+
+  struct Child : Endpoint {
+    ChildSpec spec;
+    Node* owner = nullptr;
     State state = State::idle;
     bool deleted = false;  // a temporary child that ended (OTP deletes its spec)
-    std::uint32_t incarnation = 0;
     int restarts = 0;
     std::optional<ExitInfo> last_exit;
     // worker
     pid_t pid = 0;  // emptied the moment the child is reaped
-    ipc::UniqueFd pidfd, control, output;
+    ipc::UniqueFd pidfd, output;
     std::string out_partial;
-    std::optional<ipc::Segment> segment;
-    ipc::Doorbell doorbell;
-    ipc::RingProducer control_ring;
     TimePoint spawned_at{}, ready_at{};
     std::optional<TimerKey> ready_timer, kill_timer, restart_timer;
     std::optional<ExitInfo> report;  // what the worker said before exiting
@@ -150,8 +170,15 @@ class Runtime {
 
   // epoll registration: what an fd is.
   struct Watch {
-    enum class Type { signal, pidfd, control, output } type;
+    enum class Type { signal, pidfd, control, output, attach, client } type;
     Child* child = nullptr;
+    Endpoint* endpoint = nullptr;  // for client
+  };
+
+  // One channel segment: messages from a producer slot to a consumer slot.
+  struct Channel {
+    ipc::Segment segment;
+    std::size_t capacity = 0;
   };
 
   // --- tree ---
@@ -183,8 +210,26 @@ class Runtime {
   void close_worker_fds(Child& c);
   void send_start(Child& c);
 
+  // --- messaging plumbing ---
+  void push_control(Endpoint& ep, const std::function<void(schema::ToWorker::Builder)>& fill);
+  void fill_peer(schema::PeerInfo::Builder b, const Endpoint& ep) const;
+  void send_peer_table(Endpoint& ep);
+  void broadcast_up(const Endpoint& ep);
+  void broadcast_down(const Endpoint& ep, const ExitInfo& why);
+  Channel& channel(std::uint32_t producer, std::uint32_t consumer);
+  void deliver_channel(Endpoint& ep, Channel& ch, bool outbound, std::uint32_t peer);
+  void deliver_inbound_channels(Endpoint& ep);
+  void on_open_channel(Endpoint& ep, std::uint32_t to);
+  void on_broken_channel(Endpoint& consumer, std::uint32_t producer, const std::string& detail);
+  void open_attach_socket();
+  void on_attach();
+  void on_client_readable(Endpoint& ep);
+  void drop_client(Endpoint& ep);
+  // Handles the ToSupervisor messages common to workers and clients.
+  void on_endpoint_message(Endpoint& ep, schema::ToSupervisor::Reader msg);
+
   // --- loop ---
-  void watch(int fd, Watch::Type type, Child* c);
+  void watch(int fd, Watch::Type type, Child* c, Endpoint* ep = nullptr);
   void unwatch(int fd);
   TimerKey add_timer(Ms after, std::function<void()> fn);
   void cancel_timer(std::optional<TimerKey>& key);
@@ -199,7 +244,12 @@ class Runtime {
   RuntimeOptions options_;
   ipc::Instance instance_;
   ipc::MailboxLayout mailbox_layout_;
-  ipc::UniqueFd epoll_, signal_fd_;
+  ipc::UniqueFd epoll_, signal_fd_, attach_fd_;
+  std::optional<ipc::Segment> board_;  // the bell board: one doorbell per slot
+  std::map<std::uint32_t, Endpoint*> endpoints_;
+  std::map<std::uint32_t, std::unique_ptr<Endpoint>> clients_;
+  std::map<std::pair<std::uint32_t, std::uint32_t>, Channel> channels_;
+  std::uint32_t next_client_ = 1;
   std::map<int, Watch> watches_;
   std::map<TimerKey, std::function<void()>> timers_;
   std::uint64_t next_timer_id_ = 1;

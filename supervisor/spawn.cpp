@@ -23,6 +23,7 @@ struct ChildSetup : bp::extend::handler {
   pid_t parent;
   int segment_fd;
   int control_fd;
+  int board_fd;
   int output_fd;
 
   template <class Executor>
@@ -39,8 +40,10 @@ struct ChildSetup : bp::extend::handler {
     // Move the fds out of the way first: the targets 3 and 4 may be taken.
     int seg = ::fcntl(segment_fd, F_DUPFD, 10);
     int ctl = ::fcntl(control_fd, F_DUPFD, 10);
+    int brd = ::fcntl(board_fd, F_DUPFD, 10);
     int out = ::fcntl(output_fd, F_DUPFD, 10);
-    if (seg < 0 || ctl < 0 || out < 0) ::_exit(126);
+    if (seg < 0 || ctl < 0 || brd < 0 || out < 0) ::_exit(126);
+    if (::dup2(brd, 5) < 0) ::_exit(126);
     if (::dup2(seg, 3) < 0 || ::dup2(ctl, 4) < 0 || ::dup2(out, 1) < 0 || ::dup2(out, 2) < 0) {
       ::_exit(126);
     }
@@ -48,13 +51,13 @@ struct ChildSetup : bp::extend::handler {
     if (devnull >= 0) ::dup2(devnull, 0);
     // Everything above 4 closes at exec (Boost's own error pipe included,
     // which is close-on-exec anyway).
-    ::syscall(SYS_close_range, 5u, ~0u, CLOSE_RANGE_CLOEXEC);
+    ::syscall(SYS_close_range, 6u, ~0u, CLOSE_RANGE_CLOEXEC);
   }
 };
 
 }  // namespace
 
-Spawned spawn_worker(const std::string& binary, int segment_fd, int control_fd) {
+Spawned spawn_worker(const std::string& binary, int segment_fd, int control_fd, int board_fd) {
   int pipefd[2];
   ipc::check_sys(::pipe2(pipefd, O_CLOEXEC), "pipe2 for worker output");
   ipc::UniqueFd out_r(pipefd[0]), out_w(pipefd[1]);
@@ -64,6 +67,7 @@ Spawned spawn_worker(const std::string& binary, int segment_fd, int control_fd) 
   setup.parent = ::getpid();
   setup.segment_fd = segment_fd;
   setup.control_fd = control_fd;
+  setup.board_fd = board_fd;
   setup.output_fd = out_w.get();
   std::error_code ec;
   bp::child child(bp::exe = binary, bp::args = {"--bulkhead-worker"}, setup, ec);

@@ -6,7 +6,8 @@
 //     can signal the whole group, grandchildren included;
 //   - PR_SET_PDEATHSIG(SIGKILL), then the getppid() check (the supervisor may
 //     have died between fork and prctl);
-//   - the segment fd -> 3, the control socket -> 4, stdout and stderr -> the
+//   - the segment fd -> 3, the control socket -> 4, the bell board -> 5,
+//     stdout and stderr -> the
 //     capture pipe; every other fd is marked close-on-exec (close_range);
 //   - the signal mask and dispositions are reset to defaults.
 // Reaping is NOT Boost's: the child is detached at once and the supervisor's
@@ -28,9 +29,9 @@ struct Spawned {
   ipc::UniqueFd output;  // read end of the child's stdout+stderr (non-blocking)
 };
 
-// Starts `binary --bulkhead-worker` with `segment_fd` as fd 3 and
+// Starts `binary --bulkhead-worker` with `segment_fd` as fd 3, `board_fd` as fd 5 and
 // `control_fd` as fd 4.  Throws SysError / std::runtime_error if the process
 // cannot be started (e.g. exec failed): that is a start failure.
-Spawned spawn_worker(const std::string& binary, int segment_fd, int control_fd);
+Spawned spawn_worker(const std::string& binary, int segment_fd, int control_fd, int board_fd);
 
 }  // namespace bulkhead::supervisor

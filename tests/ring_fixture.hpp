@@ -34,20 +34,7 @@
 #include "ipc/ring.hpp"
 #include "ipc/segment.hpp"
 
-// A test that exposes a known, reported bug in a layer the test suites do
-// not own.  It is skipped with this message until the bug is fixed; run with
-// BULKHEAD_RUN_KNOWN_BUGS=1 to see it fail.  Delete the line once fixed.
-#define BULKHEAD_KNOWN_BUG(msg)                                            \
-  if (!::bulkhead::testing::run_known_bugs())                              \
-  GTEST_SKIP() << "KNOWN BUG, reported, skipped until fixed (run it with " \
-                  "BULKHEAD_RUN_KNOWN_BUGS=1): "                           \
-               << msg
-
 namespace bulkhead::testing {
-
-inline bool run_known_bugs() {
-  return std::getenv("BULKHEAD_RUN_KNOWN_BUGS") != nullptr;
-}
 
 inline std::string unique_label(const char* what) {
   static std::atomic<int> n{0};

@@ -1,4 +1,4 @@
-// worker/actor.hpp: what a C++ actor is, and how a worker program names them.
+// worker/actor.hpp: what a C++ actor is, and how it talks to other actors.
 //
 // What it is for: users write actors by deriving from `Actor`, register the
 // type under a name in an `ActorRegistry`, and either use the stock
@@ -6,29 +6,182 @@
 // main().  The supervisor's tree file refers to actors by that type name.
 //
 // Lifecycle (gen_server shape): init(args) once, before the worker reports
-// ready; handlers on the worker's single dispatch thread; terminate(reason)
-// on a graceful stop, in reverse order of init.  An exception escaping any of
-// these ends the *worker* with an `exception` exit reason naming the actor,
-// the exception type and what(); the supervisor then applies the tree's
-// restart strategy.  There is no other error channel: let it crash.
+// ready; handle_call / handle_cast / handle_info on the worker's single
+// dispatch thread; terminate(reason) on a graceful stop, in reverse order of
+// init.  An exception escaping any of these ends the *worker* with an
+// `exception` exit reason naming the actor, the exception type and what();
+// the supervisor then applies the tree's restart strategy.  Let it crash.
 //
-// Threading: every call happens on the dispatch thread; an actor needs no
-// locks unless it starts threads of its own.  Do not fork from an actor.
+// Messaging: `ctx()` gives call / cast / send / reply / whereis / monitor.
+// Payloads are built in place by a callback that fills the envelope's
+// payload (a dynamic Value, or your own Cap'n Proto struct via
+// `set_typed<T>()`); received ones are read in place (`Message::value()`,
+// `Message::as<T>()`).  An actor may call another actor from inside a
+// handler: while it waits, the worker keeps dispatching messages to its
+// other actors (messages for the waiting actor are queued until it returns).
 //
-// Lifetimes: a Value::Reader passed to a handler points into ring memory and
-// is valid only during the call: copy what you keep.
+// Threading: everything happens on the dispatch thread; an actor needs no
+// locks unless it starts threads of its own (which must not use ctx()).
+//
+// Lifetimes: a Message (and every Reader from it) is valid only during the
+// handler call: copy what you keep.  A `From` may be kept to reply later.
 #pragma once
 
+#include <capnp/message.h>
+
+#include <chrono>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
+#include "schema/envelope.capnp.h"
 #include "schema/value.capnp.h"
 
 namespace bulkhead::worker {
+
+class Context;
+
+// One actor in one incarnation of one worker.
+struct ActorRef {
+  std::uint32_t worker = 0;       // the supervisor's slot number
+  std::uint32_t incarnation = 0;  // 0: whatever incarnation is current
+  std::uint32_t actor = 0;        // index within the worker
+  friend bool operator==(const ActorRef&, const ActorRef&) = default;
+};
+
+// Whom to send to: a registered name or a reference.
+using Target = std::variant<std::string, ActorRef>;
+
+// Fills the payload union of an outgoing envelope.
+using PayloadFn = std::function<void(schema::Envelope::Payload::Builder)>;
+
+// A payload that is one Value, built by `fill`.
+inline PayloadFn value_payload(std::function<void(schema::Value::Builder)> fill) {
+  return [fill = std::move(fill)](schema::Envelope::Payload::Builder p) { fill(p.initValue()); };
+}
+
+// A payload that is the user's own Cap'n Proto struct T, built by `fill`.
+template <class T>
+PayloadFn typed_payload(std::function<void(typename T::Builder)> fill) {
+  return [fill = std::move(fill)](schema::Envelope::Payload::Builder p) {
+    auto t = p.initTyped();
+    t.setSchemaId(capnp::typeId<T>());
+    fill(t.getContent().template initAs<T>());
+  };
+}
+
+// A received message, read in place.
+class Message {
+ public:
+  explicit Message(schema::Envelope::Reader env) : env_(env) {}
+  [[nodiscard]] schema::Envelope::Reader envelope() const { return env_; }
+  [[nodiscard]] schema::Kind kind() const { return env_.getKind(); }
+  // The payload as a Value; throws std::invalid_argument if it is not one.
+  [[nodiscard]] schema::Value::Reader value() const;
+  // The payload as the user's struct T; throws std::invalid_argument if the
+  // payload is not a T.
+  template <class T>
+  [[nodiscard]] typename T::Reader as() const {
+    auto p = env_.getPayload();
+    if (!p.isTyped() || p.getTyped().getSchemaId() != capnp::typeId<T>()) {
+      throw std::invalid_argument("message payload is not the expected Cap'n Proto type");
+    }
+    return p.getTyped().getContent().template getAs<T>();
+  }
+  // Who sent it (the worker is the ring it came on, never a field it wrote).
+  [[nodiscard]] ActorRef sender() const { return sender_; }
+
+ private:
+  friend class Node;
+  schema::Envelope::Reader env_;
+  ActorRef sender_{};
+};
+
+// Whom to answer, for a call; may be kept to reply later (deferred reply).
+struct From {
+  ActorRef caller;
+  std::uint64_t correlation = 0;
+};
+
+// The answer to a handle_call, built in place.
+class Reply {
+ public:
+  // Marks the call answered and returns the payload to fill.
+  schema::Envelope::Payload::Builder payload();
+  // Answer with a Value.
+  schema::Value::Builder value() { return payload().initValue(); }
+  [[nodiscard]] bool answered() const { return answered_; }
+
+ private:
+  friend class Node;
+  explicit Reply(capnp::MessageBuilder& mb) : mb_(mb) {}
+  capnp::MessageBuilder& mb_;
+  bool answered_ = false;
+};
+
+enum class CallError {
+  none,
+  noproc,        // no such name or actor
+  timeout,       // no reply before the deadline
+  callee_died,   // the callee's worker died; `reason` says how
+  bad_message,   // the reply (or our request) failed validation
+  overflow,      // the callee's mailbox was full
+  handler_error  // the callee does not handle calls, or refused the payload
+};
+const char* to_string(CallError e);
+
+// The outcome of a call: the reply message (copied out of the ring), or an error.
+class CallResult {
+ public:
+  [[nodiscard]] bool ok() const { return error_ == CallError::none; }
+  [[nodiscard]] CallError error() const { return error_; }
+  [[nodiscard]] const std::string& error_text() const { return text_; }
+  // The reply; only when ok().
+  [[nodiscard]] Message reply() const;
+  [[nodiscard]] schema::Value::Reader value() const { return reply().value(); }
+
+ private:
+  friend class Node;
+  CallError error_ = CallError::none;
+  std::string text_;
+  kj::Array<capnp::word> words_;
+};
+
+enum class SendStatus { ok, noproc, overflow, dropped, timeout, broken };
+const char* to_string(SendStatus s);
+
+// Monitor handle: cancel with Context::demonitor.
+struct MonitorRef {
+  std::uint64_t id = 0;
+};
+
+class Context {
+ public:
+  virtual ~Context() = default;
+  // gen_server:call.  Blocks this actor (not the worker) until the reply,
+  // the deadline, or the callee's death, whichever comes first.
+  virtual CallResult call(const Target& to, const PayloadFn& request,
+                          std::chrono::milliseconds timeout) = 0;
+  // gen_server:cast and plain send (handle_info at the receiver).
+  virtual SendStatus cast(const Target& to, const PayloadFn& request) = 0;
+  virtual SendStatus send(const Target& to, const PayloadFn& msg) = 0;
+  // Answers a call whose handle_call did not answer at once.
+  virtual SendStatus reply(const From& from, const PayloadFn& answer) = 0;
+  // The current incarnation of a registered name (a local read).
+  virtual std::optional<ActorRef> whereis(std::string_view name) = 0;
+  // DOWN (kind down, payload exitReason) arrives at handle_info when the
+  // target's worker dies.  A target that is already gone gets DOWN at once.
+  virtual MonitorRef monitor(const Target& target) = 0;
+  virtual void demonitor(MonitorRef ref) = 0;
+  // This actor.
+  [[nodiscard]] virtual ActorRef self() const = 0;
+};
 
 class Actor {
  public:
@@ -36,20 +189,28 @@ class Actor {
 
   // Called once before the worker reports ready.  Throw to fail the start.
   virtual void init(schema::Value::Reader args) { (void)args; }
-  // A plain message.  At this stage the worker delivers signals it was sent
-  // as infos: SIGUSR1 -> symbol `usr1`, SIGUSR2 -> symbol `usr2`.
-  virtual void handle_info(schema::Value::Reader msg) { (void)msg; }
+  // A call: answer now through `reply` (and return), or keep `from` and answer
+  // later with ctx().reply(from, ...).  The default refuses calls.
+  virtual void handle_call(const Message& request, const From& from, Reply& reply);
+  // A cast.
+  virtual void handle_cast(const Message& request) { (void)request; }
+  // Anything else: sends, DOWN messages, and signals the worker was sent
+  // (SIGUSR1 -> the symbol `usr1`, SIGUSR2 -> `usr2`).
+  virtual void handle_info(const Message& msg) { (void)msg; }
   // Called on a graceful stop, with reason "shutdown".
   virtual void terminate(std::string_view reason) { (void)reason; }
 
   // The actor's registered name ("" if anonymous) and type, set by the worker.
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
   [[nodiscard]] const std::string& type() const noexcept { return type_; }
+  Context& ctx() { return *ctx_; }
 
  private:
+  friend class Node;
   friend class Dispatcher;
   std::string name_;
   std::string type_;
+  Context* ctx_ = nullptr;
 };
 
 // Type name -> factory.  Built in main(), passed down; no global registry.

@@ -3,52 +3,111 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
+#include "ipc/sys.hpp"
 #include "schema/value_util.hpp"
 
 namespace bulkhead::worker {
 namespace {
 
+using schema::is_symbol;
 using schema::map_get_int;
 using schema::map_get_text;
+using schema::Value;
+
+std::string text_of(Value::Reader v) {
+  switch (v.which()) {
+    case Value::SYMBOL:
+      return v.getSymbol();
+    case Value::TEXT:
+      return v.getText();
+    case Value::INT:
+      return std::to_string(v.getInt());
+    default:
+      return "(value)";
+  }
+}
+
+// The i-th element of a tuple request, or throws.
+Value::Reader arg(Value::Reader v, unsigned i) {
+  if (v.which() != Value::TUPLE || v.getTuple().size() <= i) {
+    throw std::invalid_argument("expected a tuple with at least " + std::to_string(i + 1) +
+                                " elements");
+  }
+  return v.getTuple()[i];
+}
+
+bool is_op(Value::Reader v, const char* op) {
+  return is_symbol(v, op) ||
+         (v.which() == Value::TUPLE && v.getTuple().size() > 0 && is_symbol(v.getTuple()[0], op));
+}
 
 class Echo : public Actor {
  public:
-  void handle_info(schema::Value::Reader msg) override {
-    std::printf("[%s] info %s\n", name().c_str(),
-                msg.which() == schema::Value::SYMBOL ? msg.getSymbol().cStr() : "(value)");
+  void handle_call(const Message& req, const From&, Reply& reply) override {
+    reply.payload().setValue(req.value());
+  }
+  void handle_cast(const Message& msg) override { log("cast", msg); }
+  void handle_info(const Message& msg) override { log("info", msg); }
+
+ private:
+  void log(const char* what, const Message& msg) {
+    std::printf("[%s] %s %s\n", name().c_str(), what,
+                msg.envelope().getPayload().isValue() ? text_of(msg.value()).c_str() : "(?)");
     std::fflush(stdout);
   }
 };
 
 class Counter : public Actor {
  public:
-  void handle_info(schema::Value::Reader) override { ++count_; }
+  void handle_cast(const Message& msg) override {
+    auto v = msg.value();
+    if (is_symbol(v, "inc")) {
+      ++count_;
+    } else if (is_op(v, "add")) {
+      count_ += arg(v, 1).getInt();
+    }
+  }
+  void handle_info(const Message&) override { ++infos_; }
+  void handle_call(const Message& req, const From&, Reply& reply) override {
+    if (is_symbol(req.value(), "infos")) {
+      reply.value().setInt(infos_);
+    } else {
+      reply.value().setInt(count_);
+    }
+  }
   void terminate(std::string_view reason) override {
     std::printf("[%s] terminate (%.*s) after %lld infos\n", name().c_str(),
-                static_cast<int>(reason.size()), reason.data(), count_);
+                static_cast<int>(reason.size()), reason.data(), infos_);
     std::fflush(stdout);
   }
 
  private:
   long long count_ = 0;
+  long long infos_ = 0;
 };
 
 class Crasher : public Actor {
  public:
-  void init(schema::Value::Reader args) override {
+  void init(Value::Reader args) override {
     mode_ = std::string(map_get_text(args, "mode").value_or("segv"));
     code_ = static_cast<int>(map_get_int(args, "code").value_or(3));
     if (map_get_text(args, "on").value_or("usr1") == "init") crash();
   }
-  void handle_info(schema::Value::Reader msg) override {
-    if (schema::is_symbol(msg, "usr1")) crash();
+  void handle_info(const Message& msg) override {
+    if (msg.envelope().getPayload().isValue() && is_symbol(msg.value(), "usr1")) crash();
+  }
+  void handle_call(const Message& req, const From&, Reply& reply) override {
+    if (is_symbol(req.value(), "crash")) crash();
+    reply.value().setSymbol("ok");
   }
 
  private:
@@ -72,7 +131,7 @@ class Crasher : public Actor {
 
 class Stubborn : public Actor {
  public:
-  void init(schema::Value::Reader args) override {
+  void init(Value::Reader args) override {
     terminate_ms_ = map_get_int(args, "terminate_ms").value_or(-1);
     ::signal(SIGTERM, SIG_IGN);
   }
@@ -89,7 +148,7 @@ class Stubborn : public Actor {
 
 class Slow : public Actor {
  public:
-  void init(schema::Value::Reader args) override {
+  void init(Value::Reader args) override {
     std::this_thread::sleep_for(
         std::chrono::milliseconds(map_get_int(args, "init_ms").value_or(0)));
   }
@@ -97,11 +156,133 @@ class Slow : public Actor {
 
 class Chatty : public Actor {
  public:
-  void init(schema::Value::Reader args) override {
+  void init(Value::Reader args) override {
     auto n = map_get_int(args, "lines").value_or(10);
     for (long long i = 0; i < n; ++i) std::printf("chatty line %lld\n", i);
     std::fflush(stdout);
   }
+};
+
+class Relay : public Actor {
+ public:
+  void handle_call(const Message& req, const From&, Reply& reply) override {
+    std::string to = text_of(arg(req.value(), 0));
+    auto inner = arg(req.value(), 1);
+    auto r = ctx().call(
+        to, [&](schema::Envelope::Payload::Builder p) { p.setValue(inner); },
+        std::chrono::milliseconds(2000));
+    if (r.ok()) {
+      reply.payload().setValue(r.value());
+    } else {
+      auto e = reply.payload().initError();
+      e.setCode(schema::ErrorCode::HANDLER_ERROR);
+      e.setMessage(std::string("relay: ") + to_string(r.error()) + ": " + r.error_text());
+    }
+  }
+};
+
+class Deferred : public Actor {
+ public:
+  void handle_call(const Message& req, const From& from, Reply& reply) override {
+    if (is_symbol(req.value(), "hold")) {
+      held_.push_back(from);  // no answer now
+      ++total_;
+      return;
+    }
+    reply.value().setInt(total_);
+  }
+  void handle_cast(const Message& msg) override {
+    if (!is_symbol(msg.value(), "release")) return;
+    for (const auto& f : held_) {
+      ctx().reply(f, value_payload([](Value::Builder b) { b.setSymbol("released"); }));
+    }
+    held_.clear();
+  }
+
+ private:
+  std::vector<From> held_;
+  long long total_ = 0;
+};
+
+class Pinger : public Actor {
+ public:
+  void handle_call(const Message& req, const From&, Reply& reply) override {
+    auto v = req.value();
+    if (is_op(v, "ping")) {
+      std::string to = text_of(arg(v, 1));
+      auto n = static_cast<std::size_t>(arg(v, 2).getInt());
+      auto gap = std::chrono::microseconds(arg(v, 3).getInt());
+      std::vector<long long> ns;
+      ns.reserve(n);
+      auto ping = value_payload([](Value::Builder b) { b.setInt(42); });
+      for (std::size_t i = 0; i < n; ++i) {
+        if (gap.count() > 0) {
+          auto until = ipc::Clock::now() + gap;
+          while (ipc::Clock::now() < until) ipc::cpu_relax();
+        }
+        auto t0 = ipc::Clock::now();
+        auto r = ctx().call(to, ping, std::chrono::milliseconds(5000));
+        auto t1 = ipc::Clock::now();
+        if (!r.ok()) throw std::runtime_error(std::string("ping failed: ") + r.error_text());
+        ns.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
+      }
+      std::sort(ns.begin(), ns.end());
+      auto t = reply.value().initTuple(2);
+      t[0].setInt(ns[ns.size() / 2]);
+      t[1].setInt(ns[std::min(ns.size() - 1, ns.size() * 99 / 100)]);
+    } else if (is_op(v, "flood")) {
+      std::string to = text_of(arg(v, 1));
+      auto n = arg(v, 2).getInt();
+      auto inc = value_payload([](Value::Builder b) { b.setSymbol("inc"); });
+      auto t0 = ipc::Clock::now();
+      for (long long i = 0; i < n; ++i) {
+        auto st = ctx().cast(to, inc);
+        if (st != SendStatus::ok) throw std::runtime_error(std::string("cast: ") + to_string(st));
+      }
+      auto r = ctx().call(to, value_payload([](Value::Builder b) { b.setSymbol("get"); }),
+                          std::chrono::milliseconds(30000));
+      auto t1 = ipc::Clock::now();
+      if (!r.ok()) throw std::runtime_error(std::string("flood sync: ") + r.error_text());
+      reply.value().setInt(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
+    } else if (is_op(v, "monitor")) {
+      ctx().monitor(text_of(arg(v, 1)));
+      reply.value().setSymbol("ok");
+    } else if (is_symbol(v, "downs")) {
+      auto l = reply.value().initList(static_cast<unsigned>(downs_.size()));
+      for (unsigned i = 0; i < downs_.size(); ++i) l[i].setText(downs_[i]);
+    } else {
+      throw std::invalid_argument("pinger: unknown request");
+    }
+  }
+  void handle_info(const Message& msg) override {
+    if (msg.kind() != schema::Kind::DOWN) return;
+    auto r = msg.envelope().getPayload().getExitReason();
+    std::string what;
+    switch (r.which()) {
+      case schema::ExitReason::SIGNAL:
+        what = "signal " + std::to_string(r.getSignal().getNumber());
+        break;
+      case schema::ExitReason::EXCEPTION:
+        what = std::string("exception ") + r.getException().getType().cStr();
+        break;
+      case schema::ExitReason::SHUTDOWN:
+        what = "shutdown";
+        break;
+      case schema::ExitReason::NORMAL:
+        what = "normal";
+        break;
+      case schema::ExitReason::EXIT_CODE:
+        what = "exit " + std::to_string(r.getExitCode());
+        break;
+      default:
+        what = "other";
+        break;
+    }
+    downs_.push_back(what);
+  }
+
+ private:
+  std::vector<std::string> downs_;
 };
 
 }  // namespace
@@ -113,6 +294,9 @@ void register_builtin_actors(ActorRegistry& registry) {
   registry.add<Stubborn>("stubborn");
   registry.add<Slow>("slow");
   registry.add<Chatty>("chatty");
+  registry.add<Relay>("relay");
+  registry.add<Deferred>("deferred");
+  registry.add<Pinger>("pinger");
 }
 
 }  // namespace bulkhead::worker

@@ -1,15 +1,25 @@
 // worker/builtin_actors.hpp: the actor types of the stock bulkhead-worker.
 //
-// Small, real actors for examples and fault tests:
-//   echo      logs every info it gets
-//   counter   counts infos; logs the count on terminate
-//   crasher   on info `usr1` (SIGUSR1) fails as args.mode says:
+// Small, real actors for examples, fault tests and benchmarks.  Requests are
+// Values; "op" below is a symbol, "(op, x)" a tuple.
+//   echo      call X -> X (echoes any Value); cast/info: logs it
+//   counter   cast inc | (add, n); call get -> count; terminate logs the count
+//   crasher   on info `usr1` (SIGUSR1) or call `crash` fails as args.mode says:
 //             "segv" (null dereference), "throw" (std::runtime_error),
 //             "abort", "exit" (args.code); args.on = "init" fails in init
 //   stubborn  ignores SIGTERM and its terminate() blocks for args.terminate_ms
 //             (default: forever): for shutdown-timeout tests
 //   slow      init sleeps args.init_ms: for ready-timeout tests
 //   chatty    prints args.lines lines to stdout in init: for log tests
+//   relay     call (to, X) -> calls actor `to` with X and answers its reply
+//             (a call made from inside a handler)
+//   deferred  call hold -> no answer yet; cast release -> answers every held
+//             call with `released`; call get -> number of calls held so far
+//   pinger    call (ping, to, n, gap_us) -> n calls to `to` (each after a
+//             busy gap of gap_us), answers (median_ns, p99_ns);
+//             call (flood, to, n) -> n casts to `to` then one call, answers
+//             elapsed ns; (monitor, to) -> monitors `to`, answers ok;
+//             call downs -> the DOWN reasons received, as a list of text
 #pragma once
 
 #include "worker/actor.hpp"

@@ -19,6 +19,7 @@
 #include "schema/codec.hpp"
 #include "schema/control.capnp.h"
 #include "worker/actor.hpp"
+#include "worker/node.hpp"
 
 namespace bulkhead::worker {
 
@@ -170,70 +171,82 @@ void usage(const ActorRegistry& registry) {
 }  // namespace
 
 // ---------------------------------------------------------------------------
-// Dispatcher: the worker's one loop.
+// Dispatcher: the worker's one loop, on top of the messaging Node.
+
+namespace {
+
+// What an actor sees as ctx(): the node, on behalf of this actor.
+class ActorContext final : public Context {
+ public:
+  ActorContext(Node& node, std::uint32_t index) : node_(node), index_(index) {}
+  CallResult call(const Target& to, const PayloadFn& request,
+                  std::chrono::milliseconds timeout) override {
+    return node_.call(index_, to, request, timeout);
+  }
+  SendStatus cast(const Target& to, const PayloadFn& request) override {
+    return node_.send(index_, to, schema::Kind::CAST, request);
+  }
+  SendStatus send(const Target& to, const PayloadFn& msg) override {
+    return node_.send(index_, to, schema::Kind::INFO, msg);
+  }
+  SendStatus reply(const From& from, const PayloadFn& answer) override {
+    return node_.reply(index_, from, answer);
+  }
+  std::optional<ActorRef> whereis(std::string_view name) override { return node_.whereis(name); }
+  MonitorRef monitor(const Target& target) override { return node_.monitor(index_, target); }
+  void demonitor(MonitorRef ref) override { node_.demonitor(ref); }
+  [[nodiscard]] ActorRef self() const override {
+    return ActorRef{node_.slot(), node_.incarnation(), index_};
+  }
+
+ private:
+  Node& node_;
+  std::uint32_t index_;
+};
+
+}  // namespace
 
 class Dispatcher {
  public:
   Dispatcher(const ActorRegistry& registry, int control_fd)
       : registry_(registry), control_fd_(control_fd) {}
 
-  int run(const ipc::Segment& seg) {
-    ipc::MailboxView view;
+  int run(ipc::Segment mailbox, ipc::Segment board) {
+    std::optional<Node> node;
     try {
-      view = ipc::attach_mailbox(seg);
-      control_ = ipc::RingConsumer(view.control_ring, seg.name() + "/control");
+      node.emplace(std::move(mailbox), std::move(board), control_fd_, &g_pending);
     } catch (const std::exception& e) {
-      report_start_failed(control_fd_, std::string("unusable segment: ") + e.what());
+      report_start_failed(control_fd_, std::string("unusable handover: ") + e.what());
       return kExitBadHandover;
     }
-    g_doorbell = view.doorbell;
+    g_doorbell = node->waiter().word();
     install_signal_handlers();
-    ipc::Waiter waiter(view.doorbell);
+    int code = serve(*node);
+    // The handlers ring the doorbell on the bell board, which the node
+    // unmaps when it goes: no signal handler may run from here on.
+    block_worker_signals();
+    g_doorbell = nullptr;
+    return code;
+  }
 
+ private:
+  int serve(Node& node) {
+    auto start = node.wait_for_start(std::nullopt);
+    if (!start) return kExitBadHandover;
+    if (int code = start_actors(node, *start); code >= 0) return code;
+    node.set_actors(&actors_);
+    report_ready(control_fd_);
     for (;;) {
-      waiter.wait([&] { return control_.readable() || g_pending.load() != 0; });
-      if (int code = drain_control(); code >= 0) return code;
-      if (int code = drain_signals(); code >= 0) return code;
+      node.wait(std::nullopt);
+      if (int code = guarded_dispatch(node); code >= 0) return code;
+      if (node.stop_requested()) return stop();
+      if (int code = drain_signals(node); code >= 0) return code;
     }
   }
 
  private:
-  // Returns an exit code to stop, or -1 to go on.
-  int drain_control() {
-    ipc::Frame f;
-    for (;;) {
-      auto st = control_.try_peek(f);
-      if (st == ipc::PopStatus::empty) return -1;
-      if (st == ipc::PopStatus::broken) {
-        std::fprintf(stderr, "bulkhead-worker: %s\n", control_.fault().describe().c_str());
-        return kExitBadHandover;
-      }
-      int code = -1;
-      auto err = schema::read_message(f.payload, {}, [&](capnp::MessageReader& r) {
-        auto msg = r.getRoot<schema::ToWorker>();
-        switch (msg.which()) {
-          case schema::ToWorker::START:
-            code = start(msg.getStart());
-            break;
-          case schema::ToWorker::STOP:
-            code = stop();
-            break;
-          default:
-            break;  // peer and channel messages: handled by the messaging layer
-        }
-      });
-      control_.release();
-      if (err) {
-        std::fprintf(stderr, "bulkhead-worker: bad control message: %s\n", err->what.c_str());
-        return kExitBadHandover;
-      }
-      if (code >= 0) return code;
-    }
-  }
-
-  int start(schema::ToWorker::Start::Reader s) {
-    if (started_) return -1;  // a second Start is ignored
-    started_ = true;
+  int start_actors(Node& node, schema::ToWorker::Start::Reader s) {
+    std::uint32_t index = 0;
     for (auto spec : s.getActors()) {
       std::string type = spec.getType();
       auto actor = registry_.create(type);
@@ -246,6 +259,8 @@ class Dispatcher {
       }
       actor->name_ = spec.getName();
       actor->type_ = type;
+      contexts_.push_back(std::make_unique<ActorContext>(node, index++));
+      actor->ctx_ = contexts_.back().get();
       try {
         actor->init(spec.getArgs());
       } catch (...) {
@@ -256,8 +271,33 @@ class Dispatcher {
       }
       actors_.push_back(std::move(actor));
     }
-    report_ready(control_fd_);
     return -1;
+  }
+
+  // Runs the node's dispatch; an exception escaping a handler ends the worker.
+  int guarded_dispatch(Node& node) {
+    try {
+      node.dispatch_available();
+      return -1;
+    } catch (const std::exception& e) {
+      // Which actor? The node does not know; the report names the type.
+      auto [type, what] = describe_current_exception();
+      report_exception(control_fd_, current_actor_name(), type, what);
+      std::fflush(nullptr);
+      ::_exit(kExitException);
+    } catch (...) {
+      auto [type, what] = describe_current_exception();
+      report_exception(control_fd_, current_actor_name(), type, what);
+      std::fflush(nullptr);
+      ::_exit(kExitException);
+    }
+  }
+
+  std::string current_actor_name() const {
+    std::string names;
+    for (const auto& a : actors_)
+      names += (names.empty() ? "" : ",") + (a->name().empty() ? a->type() : a->name());
+    return actors_.size() == 1 ? names : "";
   }
 
   int stop() {
@@ -270,16 +310,19 @@ class Dispatcher {
     return kExitOk;
   }
 
-  int drain_signals() {
+  int drain_signals(Node& node) {
+    (void)node;
     std::uint32_t bits = g_pending.exchange(0, std::memory_order_acquire);
     if (bits & kSigTerm) return stop();
     for (auto [bit, sym] : {std::pair{kSigUsr1, "usr1"}, std::pair{kSigUsr2, "usr2"}}) {
-      if (!(bits & bit) || !started_) continue;
+      if (!(bits & bit)) continue;
       capnp::MallocMessageBuilder mb(64);
-      mb.initRoot<schema::Value>().setSymbol(sym);
-      auto v = mb.getRoot<schema::Value>().asReader();
+      auto env = mb.initRoot<schema::Envelope>();
+      env.setKind(schema::Kind::INFO);
+      env.getPayload().initValue().setSymbol(sym);
+      Message msg(env.asReader());
       for (auto& a : actors_) {
-        if (int code = guarded(*a, [&](Actor& x) { x.handle_info(v); }); code >= 0) return code;
+        if (int code = guarded(*a, [&](Actor& x) { x.handle_info(msg); }); code >= 0) return code;
       }
     }
     return -1;
@@ -302,9 +345,8 @@ class Dispatcher {
 
   const ActorRegistry& registry_;
   int control_fd_;
-  ipc::RingConsumer control_;
   std::vector<std::unique_ptr<Actor>> actors_;
-  bool started_ = false;
+  std::vector<std::unique_ptr<ActorContext>> contexts_;
 };
 
 int run(int argc, char** argv, const ActorRegistry& registry) {
@@ -327,23 +369,19 @@ int run(int argc, char** argv, const ActorRegistry& registry) {
       return kExitUsage;
     }
   }
-  if (!as_worker || ::fcntl(kSegmentFd, F_GETFD) < 0 || ::fcntl(kControlFd, F_GETFD) < 0) {
+  if (!as_worker || ::fcntl(kSegmentFd, F_GETFD) < 0 || ::fcntl(kControlFd, F_GETFD) < 0 ||
+      ::fcntl(kBoardFd, F_GETFD) < 0) {
     usage(registry);
     return kExitUsage;
   }
-  ::fcntl(kSegmentFd, F_SETFD, FD_CLOEXEC);
-  ::fcntl(kControlFd, F_SETFD, FD_CLOEXEC);
+  for (int fd : {kSegmentFd, kControlFd, kBoardFd}) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
   g_control_fd = kControlFd;
   std::set_terminate(on_terminate);
   try {
-    ipc::Segment seg = ipc::Segment::adopt_fd(ipc::UniqueFd(kSegmentFd), "worker-segment");
+    ipc::Segment seg = ipc::Segment::adopt_fd(ipc::UniqueFd(kSegmentFd), "worker-mailbox");
+    ipc::Segment board = ipc::Segment::adopt_fd(ipc::UniqueFd(kBoardFd), "bell-board");
     Dispatcher d(registry, kControlFd);
-    int code = d.run(seg);
-    // The handlers ring the doorbell in `seg`, which is unmapped when we
-    // return: no signal handler may run from here on.
-    block_worker_signals();
-    g_doorbell = nullptr;
-    return code;
+    return d.run(std::move(seg), std::move(board));
   } catch (const std::exception& e) {
     report_start_failed(kControlFd, std::string("worker handover failed: ") + e.what());
     return kExitBadHandover;

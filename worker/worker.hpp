@@ -2,8 +2,9 @@
 //
 // Command line: a worker is started by the supervisor as
 //   BINARY --bulkhead-worker
-// with fd 3 = its segment (ipc/mailbox.hpp layout) and fd 4 = its control
-// socket (SOCK_SEQPACKET, ToSupervisor messages).  Every other fd is closed.
+// with fd 3 = its mailbox segment (ipc/mailbox.hpp layout), fd 4 = its control
+// socket (SOCK_SEQPACKET, ToSupervisor messages and channel fds) and fd 5 =
+// the bell board.  Every other fd is closed.
 //
 // Exit codes (documented, stable):
 //   0   graceful stop (or normal end)
@@ -15,8 +16,9 @@
 
 namespace bulkhead::worker {
 
-inline constexpr int kSegmentFd = 3;
-inline constexpr int kControlFd = 4;
+inline constexpr int kSegmentFd = 3;  // the worker's mailbox segment (ipc/mailbox.hpp)
+inline constexpr int kControlFd = 4;  // the control socket (SOCK_SEQPACKET)
+inline constexpr int kBoardFd = 5;    // the bell board (doorbells of every slot)
 
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitUsage = 64;

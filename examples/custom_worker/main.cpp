@@ -20,7 +20,7 @@ class Greeter : public bulkhead::worker::Actor {
     std::printf("[%s] ready to say '%s'\n", name().c_str(), greeting_.c_str());
     std::fflush(stdout);
   }
-  void handle_info(bulkhead::schema::Value::Reader) override {
+  void handle_info(const bulkhead::worker::Message&) override {
     std::printf("[%s] %s #%d\n", name().c_str(), greeting_.c_str(), ++count_);
     std::fflush(stdout);
   }

@@ -14,10 +14,6 @@
 //     without writing outside the ring.
 // A violated property aborts (__builtin_trap), which both libFuzzer and the
 // seeded driver report as a crash.
-//
-// One property waits for a reported bug to be fixed and is only checked with
-// BULKHEAD_RUN_KNOWN_BUGS=1: a head near the end of the 64-bit counter (kept
-// away from it otherwise).
 #include <capnp/any.h>
 
 #include <cstddef>
@@ -218,11 +214,6 @@ struct Walk {
   }
 };
 
-bool run_known_bugs() {
-  static const bool on = std::getenv("BULKHEAD_RUN_KNOWN_BUGS") != nullptr;
-  return on;
-}
-
 void check_envelope(std::span<const std::byte> payload) {
   auto verdict = schema::validate_envelope(payload, kLimits);
   Walk w;
@@ -302,12 +293,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* in, std::size_t size) 
   std::memcpy(&head, in + 1, 8);
   std::memcpy(&tail, in + 9, 8);
   const std::uint8_t flags = in[17];
-  // KNOWN BUG (reported; ipc/ring.hpp): RingConsumer uses peeked_end_ == 0 for
-  // "nothing peeked", so a frame ending exactly at 2^64 is never released and
-  // the consumer returns it forever.  Until that is fixed, keep the head (and
-  // everything a run can advance it by) away from the end of the counter.
-  // BULKHEAD_RUN_KNOWN_BUGS=1 fuzzes the whole range.
-  if (!run_known_bugs() && head > ~std::uint64_t{0} - (std::uint64_t{cap} << 8)) head -= cap << 8;
+  // The head may be anywhere, even just below 2^64 (a hostile peer's choice).
 
   std::byte* block = ring_block(cap);
   std::span<std::byte> mem{block, ipc::ring_footprint(cap)};

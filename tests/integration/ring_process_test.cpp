@@ -231,10 +231,6 @@ TEST(RingProcess, ConsumerKilledAndReplacedContinuesExactlyWhereItStopped) {
 // consumer is this producer, waking it only when this ring is next found
 // empty deadlocks the pair.
 TEST(RingProcess, ProducerWaitingForRoomWakesWhenTheConsumerReleasesAndThenPauses) {
-  BULKHEAD_KNOWN_BUG(
-      "ipc/ring.hpp RingConsumer::publish_head() checks producer_waiting only every "
-      "kWakeCheckEvery publications or when the ring is found empty; a consumer that releases "
-      "room and then stops reading leaves the producer asleep with room free");
   constexpr std::size_t kPayload = 56;
   constexpr std::size_t kCap = 4096;  // exactly 64 frames of 64 bytes
   GuardedRingFixture f(kCap, "wake");
@@ -381,9 +377,6 @@ TEST(RingProcess, HostileProducerScribblingIsDetectedAndSurvived) {
 // RingConsumer uses for "nothing peeked": release() then does nothing and the
 // same frame comes back forever.
 TEST(RingProcess, HostileHeadNearTheEndOfTheCounterCannotMakeTheConsumerSpin) {
-  BULKHEAD_KNOWN_BUG(
-      "ipc/ring.hpp RingConsumer: peeked_end_ == 0 means 'nothing peeked', but head_ + frame "
-      "bytes is 0 when the frame ends at 2^64; release() is then a no-op");
   constexpr std::size_t kCap = 256;
   GuardedRingFixture f(kCap, "wrap");
   auto hostile = ChildProcess::spawn([&] {

@@ -29,7 +29,7 @@ TEST(Layout, SegmentHeaderIsPinned) {
 
 TEST(Layout, RingControlIsPinned) {
   using R = ipc::RingControl;
-  EXPECT_EQ(ipc::kRingLayoutVersion, 1u);
+  EXPECT_EQ(ipc::kRingLayoutVersion, 2u);
   EXPECT_EQ(sizeof(R), 256u);
   EXPECT_EQ(alignof(R), 64u);
   EXPECT_EQ(offsetof(R, magic), 0u);
@@ -37,7 +37,7 @@ TEST(Layout, RingControlIsPinned) {
   EXPECT_EQ(offsetof(R, capacity), 16u);
   EXPECT_EQ(offsetof(R, max_payload), 24u);
   EXPECT_EQ(offsetof(R, tail), 64u);
-  EXPECT_EQ(offsetof(R, producer_waiting), 72u);
+  EXPECT_EQ(offsetof(R, producer_waiting), 192u);
   EXPECT_EQ(offsetof(R, head), 128u);
   EXPECT_TRUE(std::is_standard_layout_v<R>);
 }

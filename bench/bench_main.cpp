@@ -1,2 +1,0 @@
-// placeholder, replaced by the benchmark program
-int main() { return 0; }

@@ -1,0 +1,339 @@
+// bench/supervisor_figures.cpp: how fast the supervisor heals, what it costs.
+//
+//   restart_ready_cpp   SIGKILL of a one_for_one C++ child -> its new worker
+//                       reported ready (the supervisor's `ready` event's
+//                       CLOCK_MONOTONIC stamp minus the time just before kill)
+//   spawn_ready_cpp     baseline: a fresh fork+exec of the same (static) stock
+//                       worker by the supervisor's own spawn code, to its
+//                       ready message, with no supervisor in between
+//   spawn_ready_cpp_dynamic  the same for a dynamically linked worker
+//                       (examples/custom_worker): the dynamic linker's cost
+//   supervisor_rss_200_kib   the supervisor's resident set with 200 children
+//   supervisor_cpu_per_restart_us  supervisor CPU time per restart (200
+//                       children, one killed at a time)
+// The supervisor runs as a real child process of the benchmark with
+// `--events FILE`; figures read that file as it grows.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "bench/figure.hpp"
+#include "bench/stats.hpp"
+#include "bench/timing.hpp"
+#include "ipc/mailbox.hpp"
+#include "ipc/packet.hpp"
+#include "ipc/segment.hpp"
+#include "schema/codec.hpp"
+#include "schema/control.capnp.h"
+#include "supervisor/spawn.hpp"
+
+extern char** environ;
+
+namespace bulkhead::bench {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path bin_dir() {
+  if (const char* d = std::getenv("BULKHEAD_BIN_DIR")) return d;
+  return fs::read_symlink("/proc/self/exe").parent_path().parent_path() / "bin";
+}
+
+// One JSON line of the supervisor's event log, the fields we need.
+struct Event {
+  std::string name, child;
+  long long pid = 0;
+  long long mono_ns = 0;
+};
+
+std::string field(const std::string& line, const std::string& key) {
+  auto k = line.find("\"" + key + "\":");
+  if (k == std::string::npos) return {};
+  auto v = k + key.size() + 3;
+  if (line[v] == '"') return line.substr(v + 1, line.find('"', v + 1) - v - 1);
+  auto end = line.find_first_of(",}", v);
+  return line.substr(v, end - v);
+}
+
+// A running bulkhead-supervisor and the tail of its event log.
+class SupervisorProcess {
+ public:
+  explicit SupervisorProcess(const std::string& tree_toml) {
+    char tmpl[] = "/tmp/bulkhead-bench-XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
+    dir_ = tmpl;
+    std::ofstream(dir_ / "tree.toml") << tree_toml;
+    std::string sup = (bin_dir() / "bulkhead-supervisor").string();
+    std::string tree = (dir_ / "tree.toml").string();
+    std::string events = (dir_ / "events.jsonl").string();
+    std::string log = (dir_ / "supervisor.log").string();
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      ::dup2(fd, 2);
+      ::dup2(fd, 1);
+      ::execl(sup.c_str(), sup.c_str(), tree.c_str(), "--events", events.c_str(), "--log-level",
+              "warn", static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    events_path_ = events;
+  }
+  ~SupervisorProcess() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      int st = 0;
+      ::waitpid(pid_, &st, 0);
+    }
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  [[nodiscard]] pid_t pid() const { return pid_; }
+
+  // Next event matching `pred`, reading the log as it grows.
+  template <class Pred>
+  Event wait_for(Pred pred, std::chrono::seconds timeout = std::chrono::seconds(20)) {
+    auto deadline = Clock::now() + timeout;
+    for (;;) {
+      while (next_ < lines_.size()) {
+        Event e = parse(lines_[next_++]);
+        if (pred(e)) return e;
+      }
+      read_more();
+      if (next_ >= lines_.size()) {
+        if (Clock::now() > deadline) throw std::runtime_error("supervisor event timed out");
+        int st = 0;
+        if (::waitpid(pid_, &st, WNOHANG) == pid_) {
+          pid_ = 0;
+          throw std::runtime_error("supervisor exited early; see its log in " + dir_.string());
+        }
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      }
+    }
+  }
+
+  // Current pid of each child (from spawned events seen so far).
+  std::map<std::string, long long> pids;
+
+ private:
+  static Event parse(const std::string& line) {
+    Event e;
+    e.name = field(line, "event");
+    e.child = field(line, "child");
+    auto p = field(line, "pid");
+    if (!p.empty()) e.pid = std::stoll(p);
+    auto m = field(line, "mono_ns");
+    if (!m.empty()) e.mono_ns = std::stoll(m);
+    return e;
+  }
+  void read_more() {
+    if (!in_.is_open()) {
+      in_.open(events_path_);
+      if (!in_.is_open()) return;
+    }
+    std::string line;
+    while (true) {
+      auto pos = in_.tellg();
+      if (!std::getline(in_, line)) {
+        in_.clear();
+        if (pos >= 0) in_.seekg(pos);
+        break;
+      }
+      if (in_.eof()) {  // a partial last line: read it again later
+        in_.clear();
+        in_.seekg(pos);
+        break;
+      }
+      lines_.push_back(line);
+      Event e = parse(line);
+      if (e.name == "spawned" && !e.child.empty()) pids[e.child] = e.pid;
+    }
+  }
+
+  fs::path dir_;
+  pid_t pid_ = 0;
+  std::string events_path_;
+  std::ifstream in_;
+  std::vector<std::string> lines_;
+  std::size_t next_ = 0;
+};
+
+std::string one_child_tree() {
+  return "[root]\nstrategy = \"one_for_one\"\nintensity = 1000000\nperiod_ms = 1000\n"
+         "[[root.children]]\nid = \"w\"\nactors = [{ type = \"echo\" }]\n";
+}
+
+Result restart_ready_cpp(const RunConfig& cfg) {
+  SupervisorProcess sup(one_child_tree());
+  sup.wait_for([](const Event& e) { return e.name == "tree_started"; });
+  const int n = cfg.pick(300, 60);
+  LatencySamples s(static_cast<std::size_t>(n));
+  for (int i = 0; i < n + 10; ++i) {
+    long long pid = sup.pids.at("root/w");
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));  // let it settle
+    auto t0 = Clock::now();
+    ::kill(static_cast<pid_t>(pid), SIGKILL);
+    Event ready = sup.wait_for([&](const Event& e) { return e.name == "ready" && e.pid != pid; });
+    auto t0_ns = std::chrono::duration_cast<nanoseconds>(t0.time_since_epoch()).count();
+    if (i >= 10) s.add(ready.mono_ns - t0_ns);  // the first few warm caches up
+  }
+  return s.summarize();
+}
+
+// The supervisor's own spawn code, no supervisor around it.
+Result spawn_ready(const RunConfig& cfg, const std::string& binary, const char* actor_type) {
+  ipc::MailboxLayout layout;
+  const int n = cfg.pick(300, 60);
+  LatencySamples s(static_cast<std::size_t>(n));
+  auto seg = ipc::Segment::create(ipc::segment_name(ipc::Instance::self(), "benchspawn"),
+                                  layout.payload_bytes());
+  seg.unlink();
+  ipc::format_mailbox(seg, layout, 0);
+  auto board = ipc::Segment::create(ipc::segment_name(ipc::Instance::self(), "benchbells"),
+                                    ipc::bell_board_bytes(1));
+  board.unlink();
+  capnp::MallocMessageBuilder mb;
+  auto start = mb.initRoot<schema::ToWorker>().initStart();
+  start.setChildId("bench");
+  start.setIncarnation(1);
+  start.initActors(1)[0].setType(actor_type);
+  auto words = capnp::messageToFlatArray(mb);
+  auto bytes = words.asBytes();
+  for (int i = 0; i < n + 10; ++i) {
+    ipc::reset_control_ring(seg, layout);
+    auto view = ipc::mailbox_view(seg, layout);
+    ipc::RingProducer p(view.control_ring, "bench/control");
+    if (p.try_push(ipc::kControlFrame, {reinterpret_cast<const std::byte*>(bytes.begin()),
+                                        bytes.size()}) != ipc::PushStatus::ok) {
+      throw std::runtime_error("start message does not fit");
+    }
+    auto [ours, theirs] = ipc::seqpacket_pair();
+    auto t0 = Clock::now();
+    auto child = supervisor::spawn_worker(binary, seg.fd(), theirs.get(), board.fd());
+    theirs.reset();
+    alignas(8) std::byte buf[4096];
+    std::size_t len = 0;
+    auto st = ipc::recv_packet(ours.get(), buf, len);  // blocking: the ready report
+    auto t1 = Clock::now();
+    bool ready = false;
+    if (st == ipc::RecvStatus::ok) {
+      schema::read_message(std::span<const std::byte>(buf, len), {}, [&](capnp::MessageReader& r) {
+        ready = r.getRoot<schema::ToSupervisor>().isReady();
+      });
+    }
+    ::kill(child.pid, SIGKILL);
+    siginfo_t si{};
+    ::waitid(P_PID, static_cast<id_t>(child.pid), &si, WEXITED);
+    if (!ready) throw std::runtime_error(binary + " did not report ready");
+    if (i >= 10) s.add(ns_between(t0, t1));
+  }
+  return s.summarize();
+}
+
+std::string tree_of(int children) {
+  std::string t = "[root]\nstrategy = \"one_for_one\"\nintensity = 1000000\nperiod_ms = 1000\n";
+  for (int i = 0; i < children; ++i) {
+    t += "[[root.children]]\nid = \"w" + std::to_string(i) + "\"\nactors = [{ type = \"echo\" }]\n";
+  }
+  return t;
+}
+
+long long proc_status_kib(pid_t pid, const std::string& key) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1));
+  }
+  throw std::runtime_error("no " + key + " in /proc/PID/status");
+}
+
+long long proc_cpu_ticks(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(in, line);
+  std::istringstream rest(line.substr(line.rfind(')') + 2));
+  std::string f;
+  long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15; ++i) {
+    rest >> f;
+    if (i == 14) utime = std::stoll(f);
+    if (i == 15) stime = std::stoll(f);
+  }
+  return utime + stime;
+}
+
+struct TwoHundred {
+  double rss_kib = 0;
+  double cpu_us_per_restart = 0;
+};
+
+TwoHundred measure_200(const RunConfig& cfg) {
+  SupervisorProcess sup(tree_of(200));
+  sup.wait_for([](const Event& e) { return e.name == "tree_started"; }, std::chrono::seconds(120));
+  TwoHundred r;
+  r.rss_kib = static_cast<double>(proc_status_kib(sup.pid(), "VmRSS"));
+  const int kills = cfg.pick(200, 40);
+  long long cpu0 = proc_cpu_ticks(sup.pid());
+  for (int i = 0; i < kills; ++i) {
+    std::string child = "root/w" + std::to_string(i % 200);
+    long long pid = sup.pids.at(child);
+    ::kill(static_cast<pid_t>(pid), SIGKILL);
+    sup.wait_for([&](const Event& e) { return e.name == "ready" && e.child == child; });
+  }
+  long long cpu1 = proc_cpu_ticks(sup.pid());
+  double tick_us = 1e6 / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  r.cpu_us_per_restart = static_cast<double>(cpu1 - cpu0) * tick_us / kills;
+  return r;
+}
+
+}  // namespace
+
+void add_supervisor_figures(Catalog& c) {
+  c.figures.push_back({"spawn_ready_cpp",
+                       "fork+exec of the static stock worker to ready (baseline)",
+                       [](const RunConfig& cfg) -> Result {
+                         return spawn_ready(cfg, (bin_dir() / "bulkhead-worker").string(), "echo");
+                       }});
+  c.figures.push_back(
+      {"spawn_ready_cpp_dynamic", "fork+exec of a dynamically linked worker to ready",
+       [](const RunConfig& cfg) -> Result {
+         return spawn_ready(cfg, (bin_dir() / "bulkhead-example-worker").string(), "greeter");
+       }});
+  c.figures.push_back({"restart_ready_cpp",
+                       "SIGKILL of a one_for_one C++ child to its new worker ready",
+                       restart_ready_cpp});
+  // One run of the 200-children tree gives both numbers.
+  auto shared = std::make_shared<std::optional<TwoHundred>>();
+  c.figures.push_back({"supervisor_rss_200_kib", "supervisor resident set with 200 children (KiB)",
+                       [shared](const RunConfig& cfg) -> Result {
+                         *shared = measure_200(cfg);
+                         return Value{(*shared)->rss_kib};
+                       }});
+  c.figures.push_back({"supervisor_cpu_per_restart_us",
+                       "supervisor CPU time per restart, 200 children (us)",
+                       [shared](const RunConfig& cfg) -> Result {
+                         if (!*shared) *shared = measure_200(cfg);
+                         return Value{(*shared)->cpu_us_per_restart};
+                       }});
+  c.ratios.push_back({"restart_ready_cpp", "spawn_ready_cpp"});
+  c.ratios.push_back({"spawn_ready_cpp_dynamic", "spawn_ready_cpp"});
+  c.targets.push_back({"restart_ready_cpp", "", Target::Op::at_most, 1e6, "<= 1 ms"});
+}
+
+}  // namespace bulkhead::bench

@@ -1,0 +1,777 @@
+#include "worker/node.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+
+#include "ipc/packet.hpp"
+
+namespace bulkhead::worker {
+namespace {
+
+using Clock = ipc::Clock;
+
+constexpr std::size_t kFirstSegmentBytes = 512;  // reserved in the ring per message
+
+std::string describe(schema::ExitReason::Reader r) {
+  switch (r.which()) {
+    case schema::ExitReason::NORMAL:
+      return "normal";
+    case schema::ExitReason::SHUTDOWN:
+      return "shutdown";
+    case schema::ExitReason::EXCEPTION: {
+      auto x = r.getException();
+      return fmt::format("exception {}: {}", x.getType().cStr(), x.getMessage().cStr());
+    }
+    case schema::ExitReason::SIGNAL:
+      return fmt::format("killed by signal {}{}", r.getSignal().getNumber(),
+                         r.getSignal().getCoreDumped() ? " (core dumped)" : "");
+    case schema::ExitReason::EXIT_CODE:
+      return fmt::format("exit code {}", r.getExitCode());
+    case schema::ExitReason::KILLED_BY_LIMIT:
+      return "killed by a resource limit";
+    case schema::ExitReason::START_FAILURE:
+      return std::string("start failure: ") + r.getStartFailure().cStr();
+    case schema::ExitReason::READY_TIMEOUT:
+      return "ready timeout";
+    case schema::ExitReason::PROTOCOL_VIOLATION:
+      return std::string("protocol violation: ") + r.getProtocolViolation().cStr();
+  }
+  return "unknown";
+}
+
+CallError from_code(schema::ErrorCode c) {
+  switch (c) {
+    case schema::ErrorCode::NONE:
+      return CallError::none;
+    case schema::ErrorCode::NOPROC:
+      return CallError::noproc;
+    case schema::ErrorCode::TIMEOUT:
+      return CallError::timeout;
+    case schema::ErrorCode::CALLEE_DIED:
+      return CallError::callee_died;
+    case schema::ErrorCode::BAD_MESSAGE:
+      return CallError::bad_message;
+    case schema::ErrorCode::OVERFLOW:
+      return CallError::overflow;
+    case schema::ErrorCode::HANDLER_ERROR:
+      return CallError::handler_error;
+  }
+  return CallError::bad_message;
+}
+
+kj::Array<capnp::word> copy_words(std::span<const std::byte> bytes) {
+  auto words = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
+  std::memcpy(words.begin(), bytes.data(), words.size() * sizeof(capnp::word));
+  return words;
+}
+
+std::span<const std::byte> as_bytes(const kj::Array<capnp::word>& w) {
+  return {reinterpret_cast<const std::byte*>(w.begin()), w.size() * sizeof(capnp::word)};
+}
+
+void set_ref(schema::ActorRef::Builder b, const ActorRef& r) {
+  b.setWorker(r.worker);
+  b.setIncarnation(r.incarnation);
+  b.setActor(r.actor);
+}
+
+std::int64_t deadline_ns(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+// Scratch memory for one message being handled, per dispatch depth.
+struct Scratch {
+  std::vector<capnp::word> words;
+  std::span<const std::byte> hold(std::span<const std::byte> bytes) {
+    words.resize(bytes.size() / sizeof(capnp::word) + 1);
+    std::memcpy(words.data(), bytes.data(), bytes.size());
+    return {reinterpret_cast<const std::byte*>(words.data()), bytes.size()};
+  }
+};
+thread_local std::vector<Scratch> t_scratch;
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+
+Node::Node(ipc::Segment mailbox, ipc::Segment board, int control_fd,
+           const std::atomic<std::uint32_t>* pending_signals)
+    : mailbox_(std::move(mailbox)),
+      board_(std::move(board)),
+      control_fd_(control_fd),
+      pending_signals_(pending_signals) {
+  auto view = ipc::attach_mailbox(mailbox_);
+  control_ = ipc::RingConsumer(view.control_ring, mailbox_.name() + "/control");
+  slot_ = view.slot;
+  ipc::DoorbellWord* bell = ipc::bell_of(board_, slot_);
+  if (bell == nullptr) {
+    throw std::runtime_error(fmt::format("slot {} is beyond the bell board", slot_));
+  }
+  waiter_ = ipc::Waiter(bell);
+}
+
+Node::~Node() = default;
+
+void Node::set_actors(std::vector<std::unique_ptr<Actor>>* actors) {
+  actors_ = actors;
+  busy_.assign(actors ? actors->size() : 0, 0);
+}
+
+std::optional<schema::ToWorker::Start::Reader> Node::wait_for_start(
+    std::optional<ipc::Deadline> d) {
+  for (;;) {
+    handle_control();
+    if (started_) return start_reader_->getRoot<schema::ToWorker>().getStart();
+    if (!waiter_.wait([&] { return control_.readable(); }, d)) return std::nullopt;
+  }
+}
+
+bool Node::ready() const {
+  if (const_cast<ipc::RingConsumer&>(control_).readable()) return true;  // logically const
+  for (const auto& in : inbound_) {
+    if (const_cast<ipc::RingConsumer&>(in->ring).readable()) return true;
+  }
+  for (const auto& h : held_) {
+    if (h.actor >= busy_.size() || busy_[h.actor] == 0) return true;
+  }
+  return depth_ == 0 && pending_signals_ != nullptr && pending_signals_->load() != 0;
+}
+
+bool Node::wait(std::optional<ipc::Deadline> deadline) {
+  return waiter_.wait([&] { return ready(); }, deadline);
+}
+
+std::size_t Node::dispatch_available() {
+  std::size_t n = 0;
+  handle_control();
+  deliver_held();
+  for (std::size_t i = 0; i < inbound_.size(); ++i) n += drain_inbound(*inbound_[i]);
+  deliver_held();
+  return n;
+}
+
+// --- control ----------------------------------------------------------------
+
+void Node::handle_control() {
+  ipc::Frame f;
+  for (;;) {
+    auto st = control_.try_peek(f);
+    if (st == ipc::PopStatus::empty) return;
+    if (st == ipc::PopStatus::broken) {
+      throw std::runtime_error("control ring broken: " + control_.fault().describe());
+    }
+    auto err = schema::read_message(f.payload, {}, [&](capnp::MessageReader& r) {
+      auto msg = r.getRoot<schema::ToWorker>();
+      if (msg.isStart() && !started_) {
+        start_copy_ = copy_words(f.payload);
+        start_reader_.emplace(
+            kj::ArrayPtr<const capnp::word>(start_copy_.begin(), start_copy_.size()));
+      }
+      on_control(msg);
+    });
+    control_.release();
+    if (err) throw std::runtime_error("bad control message: " + err->what);
+  }
+}
+
+void Node::on_control(schema::ToWorker::Reader msg) {
+  switch (msg.which()) {
+    case schema::ToWorker::START: {
+      if (started_) return;
+      auto s = msg.getStart();
+      incarnation_ = s.getIncarnation();
+      drop_mailbox_ = s.getMailbox() == schema::MailboxPolicy::DROP;
+      started_ = true;
+      break;
+    }
+    case schema::ToWorker::STOP:
+      stop_requested_ = true;
+      break;
+    case schema::ToWorker::PEERS:
+      for (auto p : msg.getPeers()) update_peer(p);
+      break;
+    case schema::ToWorker::PEER_UP:
+      update_peer(msg.getPeerUp());
+      break;
+    case schema::ToWorker::PEER_DOWN:
+      on_peer_down(msg.getPeerDown());
+      break;
+    case schema::ToWorker::CHANNEL:
+      on_channel(msg.getChannel());
+      break;
+  }
+}
+
+void Node::update_peer(schema::PeerInfo::Reader info) {
+  Peer& p = peers_[info.getSlot()];
+  p.slot = info.getSlot();
+  p.incarnation = info.getIncarnation();
+  p.running = info.getRunning();
+  p.child = info.getChildId();
+  p.overflow = info.getOverflow();
+  p.block_timeout = std::chrono::milliseconds(info.getBlockTimeoutMs());
+  if (!p.bell.word()) p.bell = ipc::Doorbell(ipc::bell_of(board_, p.slot));
+  for (const auto& n : p.names) {
+    auto it = names_.find(n);
+    if (it != names_.end() && it->second.first == p.slot) names_.erase(it);
+  }
+  p.names.clear();
+  auto names = info.getActorNames();
+  for (unsigned i = 0; i < names.size(); ++i) {
+    p.names.emplace_back(names[i].cStr());
+    if (!p.names.back().empty()) names_[p.names.back()] = {p.slot, i};
+  }
+}
+
+void Node::on_peer_down(schema::PeerDown::Reader down) {
+  const std::uint32_t slot = down.getSlot(), inc = down.getIncarnation();
+  auto pit = peers_.find(slot);
+  if (pit != peers_.end() && pit->second.incarnation == inc) pit->second.running = false;
+  std::string why = describe(down.getReason());
+  for (auto& [corr, p] : pending_) {
+    if (p.done || p.slot != slot || (p.stamp != inc && p.stamp != 0)) continue;
+    p.done = true;
+    p.result.error_ = CallError::callee_died;
+    p.result.text_ = fmt::format("callee {} (slot {}, incarnation {}) died: {}",
+                                 pit != peers_.end() ? pit->second.child : "?", slot, inc, why);
+  }
+  for (auto it = monitors_.begin(); it != monitors_.end();) {
+    const Monitor& m = it->second;
+    if (m.target.worker != slot || (m.target.incarnation != inc && m.target.incarnation != 0)) {
+      ++it;
+      continue;
+    }
+    capnp::MallocMessageBuilder mb;
+    auto e = mb.initRoot<schema::Envelope>();
+    e.setKind(schema::Kind::DOWN);
+    set_ref(e.initSource(), ActorRef{slot, inc, m.target.actor});
+    set_ref(e.initDestination(), ActorRef{slot_, incarnation_, m.watcher});
+    e.setCorrelationId(it->first);  // the monitor reference
+    e.getPayload().setExitReason(down.getReason());
+    held_.push_back(Held{m.watcher, slot, capnp::messageToFlatArray(mb)});
+    it = monitors_.erase(it);
+  }
+}
+
+void Node::on_channel(schema::ChannelInfo::Reader info) {
+  // The fd was sent on the control socket just before this message.
+  alignas(8) std::byte buf[256];
+  std::size_t len = 0;
+  ipc::UniqueFd fd;
+  auto st = ipc::recv_packet_with_fd(control_fd_, buf, len, fd);
+  if (st != ipc::RecvStatus::ok || !fd) {
+    throw std::runtime_error("channel announced but no fd on the control socket");
+  }
+  const std::uint32_t peer = info.getPeer();
+  std::string name = info.getOutbound() ? fmt::format("channel {}->{}", slot_, peer)
+                                        : fmt::format("channel {}->{}", peer, slot_);
+  ipc::Segment seg = ipc::Segment::adopt_fd(std::move(fd), name);
+  ipc::ChannelView view = ipc::attach_channel(seg);
+  if (info.getOutbound()) {
+    if (view.producer_slot != slot_ || view.consumer_slot != peer) {
+      throw std::runtime_error(name + ": the segment names other ends");
+    }
+    Peer& p = peers_[peer];
+    p.slot = peer;
+    if (!p.bell.word()) p.bell = ipc::Doorbell(ipc::bell_of(board_, peer));
+    p.out = ipc::RingProducer(view.ring, name, &p.bell);
+    p.stats = view.stats;
+    p.out_seg = std::move(seg);
+  } else {
+    if (view.producer_slot != peer || view.consumer_slot != slot_) {
+      throw std::runtime_error(name + ": the segment names other ends");
+    }
+    std::erase_if(inbound_, [&](const auto& in) { return in->peer == peer; });
+    auto in = std::make_unique<Inbound>(Inbound{peer, std::move(seg), {}});
+    in->ring = ipc::RingConsumer(view.ring, name);
+    if (drop_mailbox_ && actors_ == nullptr) {
+      // mailbox = "drop": what was queued before this incarnation is discarded.
+      ipc::Frame f;
+      while (in->ring.try_peek(f) == ipc::PopStatus::ok) in->ring.release();
+    }
+    inbound_.push_back(std::move(in));
+  }
+}
+
+bool Node::ensure_channel(Peer& p) {
+  if (p.out.attached() && !p.out.broken()) return true;
+  capnp::MallocMessageBuilder mb(16);
+  mb.initRoot<schema::ToSupervisor>().setOpenChannel(p.slot);
+  auto words = capnp::messageToFlatArray(mb);
+  if (!ipc::send_packet(control_fd_, as_bytes(words))) return false;
+  const auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (!p.out.attached()) {
+    if (!waiter_.wait([&] { return control_.readable(); }, deadline)) return false;
+    handle_control();
+  }
+  return true;
+}
+
+void Node::report_broken(std::uint32_t peer, const std::string& detail) {
+  std::fprintf(stderr, "bulkhead: channel from slot %u broken: %s\n", peer, detail.c_str());
+  capnp::MallocMessageBuilder mb;
+  auto b = mb.initRoot<schema::ToSupervisor>().initBrokenChannel();
+  b.setPeer(peer);
+  b.setDetail(detail);
+  auto words = capnp::messageToFlatArray(mb);
+  (void)ipc::send_packet(control_fd_, as_bytes(words));
+}
+
+// --- sending ----------------------------------------------------------------
+
+std::optional<Node::Resolved> Node::resolve(const Target& t) const {
+  if (const auto* name = std::get_if<std::string>(&t)) {
+    auto it = names_.find(*name);
+    if (it == names_.end()) return std::nullopt;
+    auto p = peers_.find(it->second.first);
+    std::uint32_t stamp = (p != peers_.end() && p->second.running) ? p->second.incarnation : 0;
+    return Resolved{it->second.first, it->second.second, stamp};
+  }
+  const auto& ref = std::get<ActorRef>(t);
+  auto p = peers_.find(ref.worker);
+  if (p == peers_.end()) return std::nullopt;
+  std::uint32_t stamp = ref.incarnation;
+  if (stamp == 0 && p->second.running) stamp = p->second.incarnation;
+  return Resolved{ref.worker, ref.actor, stamp};
+}
+
+SendStatus Node::publish(Peer& p, const std::function<void(schema::Envelope::Builder)>& fill) {
+  auto build = [&](schema::FlatBuilder& b) {
+    auto e = b.init_root<schema::Envelope>();
+    fill(e);
+    e.setSequence(p.sequence + 1);
+  };
+  if (p.slot == slot_) {
+    // Loopback: to an actor of this very worker, through the local queue.
+    alignas(8) std::byte area[kFirstSegmentBytes];
+    schema::FlatBuilder b(area);
+    build(b);
+    std::size_t n = b.finish();
+    auto words = n ? copy_words({area, n}) : b.flatten();
+    schema::Kind kind = schema::Kind::INFO;
+    std::uint32_t actor = 0;
+    schema::read_message(as_bytes(words), {}, [&](capnp::MessageReader& r) {
+      auto env = r.getRoot<schema::Envelope>();
+      kind = env.getKind();
+      actor = env.getDestination().getActor();
+      if (kind == schema::Kind::REPLY) deliver(env, slot_, as_bytes(words));
+    });
+    if (kind != schema::Kind::REPLY) held_.push_back(Held{actor, slot_, kj::mv(words)});
+    ++p.sequence;
+    return SendStatus::ok;
+  }
+  if (!ensure_channel(p)) return SendStatus::broken;
+  bool counted_block = false;
+  for (;;) {
+    auto st = schema::send_message(p.out, schema::kEnvelopeFrame, kFirstSegmentBytes, build);
+    switch (st) {
+      case ipc::PushStatus::ok:
+        ++p.sequence;
+        if (p.stats) p.stats->sent.fetch_add(1, std::memory_order_relaxed);
+        return SendStatus::ok;
+      case ipc::PushStatus::full:
+        break;
+      case ipc::PushStatus::too_big:
+        if (p.stats) p.stats->failed.fetch_add(1, std::memory_order_relaxed);
+        return SendStatus::overflow;
+      default:
+        if (p.stats) p.stats->failed.fetch_add(1, std::memory_order_relaxed);
+        return SendStatus::broken;
+    }
+    // Full: the receiver's overflow policy decides.
+    if (p.overflow == schema::Overflow::FAIL) {
+      if (p.stats) p.stats->failed.fetch_add(1, std::memory_order_relaxed);
+      return SendStatus::overflow;
+    }
+    if (p.overflow == schema::Overflow::DROP) {
+      if (p.stats) p.stats->dropped.fetch_add(1, std::memory_order_relaxed);
+      return SendStatus::dropped;
+    }
+    if (!counted_block) {
+      counted_block = true;
+      if (p.stats) p.stats->blocked.fetch_add(1, std::memory_order_relaxed);
+    }
+    auto area = p.out.reserve(kFirstSegmentBytes, Clock::now() + p.block_timeout);
+    if (area.data() == nullptr) {
+      if (p.stats) p.stats->failed.fetch_add(1, std::memory_order_relaxed);
+      return p.out.status() == ipc::PushStatus::timeout ? SendStatus::timeout : SendStatus::broken;
+    }
+  }
+}
+
+SendStatus Node::send(std::uint32_t from_actor, const Target& to, schema::Kind kind,
+                      const PayloadFn& payload) {
+  auto r = resolve(to);
+  if (!r) return SendStatus::noproc;
+  Peer& p = peers_[r->slot];
+  return publish(p, [&](schema::Envelope::Builder e) {
+    e.setKind(kind);
+    set_ref(e.initDestination(),
+            ActorRef{r->slot, kind == schema::Kind::CALL ? r->stamp : 0, r->actor});
+    set_ref(e.initSource(), ActorRef{slot_, incarnation_, from_actor});
+    payload(e.getPayload());
+  });
+}
+
+CallResult Node::call(std::uint32_t from_actor, const Target& to, const PayloadFn& request,
+                      std::chrono::milliseconds timeout) {
+  CallResult out;
+  auto r = resolve(to);
+  if (!r) {
+    out.error_ = CallError::noproc;
+    out.text_ = std::holds_alternative<std::string>(to)
+                    ? fmt::format("no actor is registered as '{}'", std::get<std::string>(to))
+                    : fmt::format("no worker in slot {}", std::get<ActorRef>(to).worker);
+    return out;
+  }
+  const auto deadline = Clock::now() + timeout;
+  const std::uint64_t corr = next_correlation_++;
+  pending_[corr] = Pending{r->slot, r->stamp, false, {}};
+  Peer& p = peers_[r->slot];
+  SendStatus st = publish(p, [&](schema::Envelope::Builder e) {
+    e.setKind(schema::Kind::CALL);
+    set_ref(e.initDestination(), ActorRef{r->slot, r->stamp, r->actor});
+    set_ref(e.initSource(), ActorRef{slot_, incarnation_, from_actor});
+    e.setCorrelationId(corr);
+    e.setDeadlineNs(deadline_ns(deadline));
+    request(e.getPayload());
+  });
+  if (st != SendStatus::ok) {
+    pending_.erase(corr);
+    out.error_ = st == SendStatus::noproc ? CallError::noproc : CallError::overflow;
+    out.text_ = fmt::format("call not sent: {}", to_string(st));
+    return out;
+  }
+  ++depth_;
+  for (;;) {
+    auto it = pending_.find(corr);
+    if (it->second.done) {
+      out = std::move(it->second.result);
+      pending_.erase(it);
+      break;
+    }
+    if (Clock::now() >= deadline) {
+      pending_.erase(it);  // a late reply finds no pending call and is dropped
+      out.error_ = CallError::timeout;
+      out.text_ = fmt::format("no reply within {} ms", timeout.count());
+      break;
+    }
+    if (wait(deadline)) dispatch_available();
+  }
+  --depth_;
+  return out;
+}
+
+SendStatus Node::reply(std::uint32_t from_actor, const From& from, const PayloadFn& answer) {
+  auto pit = peers_.find(from.caller.worker);
+  if (pit == peers_.end()) return SendStatus::noproc;
+  return publish(pit->second, [&](schema::Envelope::Builder e) {
+    e.setKind(schema::Kind::REPLY);
+    set_ref(e.initDestination(), from.caller);
+    set_ref(e.initSource(), ActorRef{slot_, incarnation_, from_actor});
+    e.setCorrelationId(from.correlation);
+    answer(e.getPayload());
+  });
+}
+
+void Node::send_error_reply(std::uint32_t sender_slot, schema::Envelope::Reader call,
+                            schema::ErrorCode code, const std::string& text) {
+  auto pit = peers_.find(sender_slot);
+  if (pit == peers_.end()) return;
+  ActorRef caller{sender_slot, call.getSource().getIncarnation(), call.getSource().getActor()};
+  std::uint64_t corr = call.getCorrelationId();
+  (void)publish(pit->second, [&](schema::Envelope::Builder e) {
+    e.setKind(schema::Kind::REPLY);
+    set_ref(e.initDestination(), caller);
+    set_ref(e.initSource(), ActorRef{slot_, incarnation_, call.getDestination().getActor()});
+    e.setCorrelationId(corr);
+    auto err = e.getPayload().initError();
+    err.setCode(code);
+    err.setMessage(text);
+  });
+}
+
+std::optional<ActorRef> Node::whereis(std::string_view name) const {
+  auto it = names_.find(std::string(name));
+  if (it == names_.end()) return std::nullopt;
+  auto p = peers_.find(it->second.first);
+  std::uint32_t inc = (p != peers_.end() && p->second.running) ? p->second.incarnation : 0;
+  return ActorRef{it->second.first, inc, it->second.second};
+}
+
+MonitorRef Node::monitor(std::uint32_t watcher, const Target& target) {
+  MonitorRef ref{next_monitor_++};
+  auto r = resolve(target);
+  auto p = r ? peers_.find(r->slot) : peers_.end();
+  if (!r || p == peers_.end() || !p->second.running) {
+    // Already gone (or never was): DOWN at once, reason noproc.
+    capnp::MallocMessageBuilder mb;
+    auto e = mb.initRoot<schema::Envelope>();
+    e.setKind(schema::Kind::DOWN);
+    if (r) set_ref(e.initSource(), ActorRef{r->slot, 0, r->actor});
+    e.setCorrelationId(ref.id);
+    e.getPayload().initExitReason().setStartFailure("noproc: no such actor is running");
+    held_.push_back(Held{watcher, slot_, capnp::messageToFlatArray(mb)});
+    return ref;
+  }
+  monitors_[ref.id] = Monitor{watcher, ActorRef{r->slot, p->second.incarnation, r->actor}};
+  return ref;
+}
+
+void Node::demonitor(MonitorRef ref) {
+  monitors_.erase(ref.id);
+}
+
+// --- receiving --------------------------------------------------------------
+
+std::size_t Node::drain_inbound(Inbound& in) {
+  std::size_t n = 0;
+  ipc::Frame f;
+  for (;;) {
+    auto st = in.ring.try_peek(f);
+    if (st == ipc::PopStatus::empty) return n;
+    if (st == ipc::PopStatus::broken) {
+      report_broken(in.peer, in.ring.fault().describe());
+      std::erase_if(inbound_, [&](const auto& x) { return x.get() == &in; });
+      return n;  // `in` is gone
+    }
+    // Copy the frame out and release it before any handler runs: a handler
+    // may call() and need later frames of this very ring (the reply), and
+    // the producer cannot change what we validate.
+    if (t_scratch.size() <= static_cast<std::size_t>(depth_)) t_scratch.resize(depth_ + 1);
+    const std::uint32_t kind = f.kind;
+    auto bytes = t_scratch[depth_].hold(f.payload);
+    in.ring.release();
+    ++n;
+    if (kind != schema::kEnvelopeFrame) {
+      std::fprintf(stderr, "bulkhead: dropped a frame of unknown kind %u from slot %u\n", kind,
+                   in.peer);
+      continue;
+    }
+    if (auto err = schema::validate_envelope(bytes)) {
+      std::fprintf(stderr, "bulkhead: dropped a garbage message from slot %u: %s\n", in.peer,
+                   err->what.c_str());
+      continue;
+    }
+    const std::uint32_t peer = in.peer;
+    ++depth_;  // the scratch of this depth is in use until deliver returns
+    schema::read_message(bytes, {}, [&](capnp::MessageReader& r) {
+      deliver(r.getRoot<schema::Envelope>(), peer, bytes);
+    });
+    --depth_;
+  }
+}
+
+void Node::deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
+                   std::span<const std::byte> bytes) {
+  switch (env.getKind()) {
+    case schema::Kind::REPLY: {
+      auto it = pending_.find(env.getCorrelationId());
+      if (it == pending_.end() || it->second.done || it->second.slot != sender_slot) return;
+      Pending& p = it->second;
+      p.done = true;
+      auto payload = env.getPayload();
+      if (payload.isError()) {
+        p.result.error_ = from_code(payload.getError().getCode());
+        p.result.text_ = payload.getError().getMessage();
+      } else {
+        p.result.words_ = copy_words(bytes);
+      }
+      return;
+    }
+    case schema::Kind::CALL:
+    case schema::Kind::CAST:
+    case schema::Kind::INFO: {
+      const std::uint32_t idx = env.getDestination().getActor();
+      if (actors_ == nullptr || idx >= actors_->size()) {
+        if (env.getKind() == schema::Kind::CALL) {
+          send_error_reply(sender_slot, env, schema::ErrorCode::NOPROC,
+                           fmt::format("slot {} has no actor {}", slot_, idx));
+        }
+        return;
+      }
+      const std::uint32_t stamp = env.getDestination().getIncarnation();
+      if (env.getKind() == schema::Kind::CALL && stamp != 0 && stamp != incarnation_) {
+        return;  // meant for an incarnation that died: its caller was told so
+      }
+      bool queued =
+          std::any_of(held_.begin(), held_.end(), [&](const Held& h) { return h.actor == idx; });
+      if (busy_[idx] > 0 || queued) {
+        held_.push_back(Held{idx, sender_slot, copy_words(bytes)});
+        return;
+      }
+      Message msg(env);
+      msg.sender_ =
+          ActorRef{sender_slot, env.getSource().getIncarnation(), env.getSource().getActor()};
+      invoke(idx, msg);
+      return;
+    }
+    default:
+      return;  // down/exit travel only as locally made messages
+  }
+}
+
+void Node::invoke(std::uint32_t idx, const Message& msg) {
+  Actor& a = *(*actors_)[idx];
+  struct Busy {
+    int& n;
+    explicit Busy(int& x) : n(x) { ++n; }
+    ~Busy() { --n; }
+  } busy(busy_[idx]);
+  switch (msg.kind()) {
+    case schema::Kind::CALL: {
+      From from{msg.sender(), msg.envelope().getCorrelationId()};
+      alignas(8) std::byte area[kFirstSegmentBytes];
+      schema::FlatBuilder b(area);
+      auto e = b.init_root<schema::Envelope>();
+      Reply reply(b.message());
+      a.handle_call(msg, from, reply);
+      if (!reply.answered()) return;  // deferred: ctx().reply(from, ...) later
+      auto root = b.message().getRoot<schema::Envelope>();
+      (void)e;
+      auto pit = peers_.find(from.caller.worker);
+      if (pit == peers_.end()) return;
+      // Copy the user's payload into a reply envelope on the caller's channel.
+      (void)publish(pit->second, [&](schema::Envelope::Builder out) {
+        out.setKind(schema::Kind::REPLY);
+        set_ref(out.initDestination(), from.caller);
+        set_ref(out.initSource(), ActorRef{slot_, incarnation_, idx});
+        out.setCorrelationId(from.correlation);
+        auto src = root.asReader().getPayload();
+        auto dst = out.getPayload();
+        switch (src.which()) {
+          case schema::Envelope::Payload::VALUE:
+            dst.setValue(src.getValue());
+            break;
+          case schema::Envelope::Payload::TYPED:
+            dst.setTyped(src.getTyped());
+            break;
+          case schema::Envelope::Payload::ERROR:
+            dst.setError(src.getError());
+            break;
+          case schema::Envelope::Payload::EXIT_REASON:
+            dst.setExitReason(src.getExitReason());
+            break;
+          case schema::Envelope::Payload::NONE:
+            dst.setNone();
+            break;
+        }
+      });
+      return;
+    }
+    case schema::Kind::CAST:
+      a.handle_cast(msg);
+      return;
+    default:
+      a.handle_info(msg);
+      return;
+  }
+}
+
+void Node::deliver_held() {
+  bool progress = true;
+  while (progress && !held_.empty()) {
+    progress = false;
+    std::vector<std::uint32_t> blocked;
+    for (auto it = held_.begin(); it != held_.end(); ++it) {
+      std::uint32_t idx = it->actor;
+      if (std::find(blocked.begin(), blocked.end(), idx) != blocked.end()) continue;
+      if (actors_ == nullptr || idx >= actors_->size()) {
+        held_.erase(it);
+        progress = true;
+        break;
+      }
+      if (busy_[idx] > 0) {
+        blocked.push_back(idx);
+        continue;
+      }
+      Held h = std::move(*it);
+      held_.erase(it);
+      auto bytes = as_bytes(h.words);
+      schema::read_message(bytes, {}, [&](capnp::MessageReader& r) {
+        auto env = r.getRoot<schema::Envelope>();
+        if (env.getKind() == schema::Kind::CALL && env.getDestination().getIncarnation() != 0 &&
+            env.getDestination().getIncarnation() != incarnation_) {
+          return;
+        }
+        Message msg(env);
+        msg.sender_ =
+            ActorRef{h.sender_slot, env.getSource().getIncarnation(), env.getSource().getActor()};
+        invoke(idx, msg);
+      });
+      progress = true;
+      break;  // held_ may have changed: start over
+    }
+  }
+}
+
+// --- small API pieces -------------------------------------------------------
+
+schema::Value::Reader Message::value() const {
+  auto p = env_.getPayload();
+  if (!p.isValue()) throw std::invalid_argument("message payload is not a Value");
+  return p.getValue();
+}
+
+Message CallResult::reply() const {
+  if (!ok()) throw std::logic_error("CallResult::reply() on a failed call");
+  // The words were validated on arrival; a reader over them is cheap.
+  static thread_local std::optional<capnp::FlatArrayMessageReader> reader;
+  reader.emplace(kj::ArrayPtr<const capnp::word>(words_.begin(), words_.size()));
+  return Message(reader->getRoot<schema::Envelope>());
+}
+
+schema::Envelope::Payload::Builder Reply::payload() {
+  answered_ = true;
+  return mb_.getRoot<schema::Envelope>().getPayload();
+}
+
+void Actor::handle_call(const Message&, const From&, Reply& reply) {
+  auto err = reply.payload().initError();
+  err.setCode(schema::ErrorCode::HANDLER_ERROR);
+  err.setMessage("actor '" + name() + "' (" + type() + ") does not handle calls");
+}
+
+const char* to_string(CallError e) {
+  switch (e) {
+    case CallError::none:
+      return "ok";
+    case CallError::noproc:
+      return "noproc";
+    case CallError::timeout:
+      return "timeout";
+    case CallError::callee_died:
+      return "callee_died";
+    case CallError::bad_message:
+      return "bad_message";
+    case CallError::overflow:
+      return "overflow";
+    case CallError::handler_error:
+      return "handler_error";
+  }
+  return "?";
+}
+
+const char* to_string(SendStatus s) {
+  switch (s) {
+    case SendStatus::ok:
+      return "ok";
+    case SendStatus::noproc:
+      return "noproc";
+    case SendStatus::overflow:
+      return "overflow";
+    case SendStatus::dropped:
+      return "dropped";
+    case SendStatus::timeout:
+      return "timeout";
+    case SendStatus::broken:
+      return "broken";
+  }
+  return "?";
+}
+
+}  // namespace bulkhead::worker
