@@ -285,6 +285,24 @@ class Pinger : public Actor {
   std::vector<std::string> downs_;
 };
 
+// Busy on purpose: cast (sleep, ms) blocks its handler, so its mailbox fills.
+class Sleeper : public Actor {
+ public:
+  void handle_cast(const Message& msg) override {
+    auto v = msg.value();
+    if (is_op(v, "sleep")) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(arg(v, 1).getInt()));
+    }
+    ++handled_;
+  }
+  void handle_call(const Message&, const From&, Reply& reply) override {
+    reply.value().setInt(handled_);
+  }
+
+ private:
+  long long handled_ = 0;
+};
+
 }  // namespace
 
 void register_builtin_actors(ActorRegistry& registry) {
@@ -297,6 +315,7 @@ void register_builtin_actors(ActorRegistry& registry) {
   registry.add<Relay>("relay");
   registry.add<Deferred>("deferred");
   registry.add<Pinger>("pinger");
+  registry.add<Sleeper>("sleeper");
 }
 
 }  // namespace bulkhead::worker

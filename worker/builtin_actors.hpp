@@ -20,6 +20,8 @@
 //             call (flood, to, n) -> n casts to `to` then one call, answers
 //             elapsed ns; (monitor, to) -> monitors `to`, answers ok;
 //             call downs -> the DOWN reasons received, as a list of text
+//   sleeper   cast (sleep, ms) -> its handler blocks that long (its mailbox
+//             fills up); any other cast counts; call -> casts handled
 #pragma once
 
 #include "worker/actor.hpp"
