@@ -160,6 +160,7 @@ Runtime::Runtime(TreeSpec tree, RuntimeOptions options)
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGUSR2);  // dump per-child send statistics as events
   ipc::check_sys(::sigprocmask(SIG_BLOCK, &set, nullptr), "sigprocmask");
   signal_fd_ =
       ipc::UniqueFd(ipc::check_sys(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK), "signalfd"));
@@ -250,6 +251,10 @@ void Runtime::run_due_timers() {
 void Runtime::on_signal() {
   signalfd_siginfo si{};
   while (::read(signal_fd_.get(), &si, sizeof si) == sizeof si) {
+    if (si.ssi_signo == SIGUSR2) {
+      dump_stats();
+      continue;
+    }
     spdlog::info("received {}: stopping the tree in reverse start order",
                  signal_name(si.ssi_signo));
     event("signal", nullptr, fmt::format(R"("signal":{})", si.ssi_signo));
@@ -1309,6 +1314,30 @@ void Runtime::drop_client(Endpoint& ep) {
   std::uint32_t slot = ep.slot;
   endpoints_.erase(slot);
   clients_.erase(slot);  // `ep` is gone
+}
+
+void Runtime::dump_stats() {
+  // Per receiving child: what its senders counted on its inbound channels.
+  struct Sum {
+    std::uint64_t sent = 0, blocked = 0, failed = 0, dropped = 0;
+  };
+  std::map<std::uint32_t, Sum> sums;
+  for (auto& [key, ch] : channels_) {
+    auto view = ipc::channel_view(ch.segment, ch.capacity, key.first, key.second);
+    Sum& s = sums[key.second];
+    s.sent += view.stats->sent.load(std::memory_order_relaxed);
+    s.blocked += view.stats->blocked.load(std::memory_order_relaxed);
+    s.failed += view.stats->failed.load(std::memory_order_relaxed);
+    s.dropped += view.stats->dropped.load(std::memory_order_relaxed);
+  }
+  for (auto& [slot, ep] : endpoints_) {
+    Sum s = sums[slot];
+    spdlog::info("{}: messages in {}, sends blocked {}, failed {}, dropped {}", ep->path, s.sent,
+                 s.blocked, s.failed, s.dropped);
+    event("stats", nullptr,
+          fmt::format(R"("child":"{}","sent":{},"blocked":{},"failed":{},"dropped":{})",
+                      json_escape(ep->path), s.sent, s.blocked, s.failed, s.dropped));
+  }
 }
 
 }  // namespace bulkhead::supervisor

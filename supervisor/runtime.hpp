@@ -235,6 +235,7 @@ class Runtime {
   void cancel_timer(std::optional<TimerKey>& key);
   void run_due_timers();
   void on_signal();
+  void dump_stats();
 
   // --- reporting ---
   void event(const std::string& name, const Child* c, const std::string& extra_json = "");
