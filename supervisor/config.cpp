@@ -99,8 +99,12 @@ class Loader {
     known_keys(doc, "", {"tree", "root"});
     std::filesystem::path worker = opts_.default_worker;
     if (auto* t = table_at(doc, "tree", "tree", false)) {
-      known_keys(*t, "tree", {"name", "worker"});
+      known_keys(*t, "tree", {"name", "worker", "zygote"});
       tree.name = get_string(*t, "tree", "name").value_or(tree.name);
+      tree.zygote = get_bool(*t, "tree", "zygote").value_or(true);
+      if (tree.name.empty() || tree.name.find_first_of("/ \t") != std::string::npos) {
+        problem(t->get("name"), "tree.name", "must be non-empty, without '/' or spaces");
+      }
       if (auto w = get_string(*t, "tree", "worker")) {
         worker = resolve_binary(*w, t->get("worker"), "tree.worker").value_or(worker);
       }

@@ -6,7 +6,7 @@
 // as plain data; supervisor/tree.hpp interprets it.
 //
 // File format (see examples/tree.toml and README.md for a full example):
-//   [tree]           name, worker (default worker binary)
+//   [tree]           name, worker (default worker binary), zygote (true)
 //   [root]           a supervisor: strategy, intensity, period_ms,
 //                    auto_shutdown, children = [[root.children]] ...
 //   a worker child:  id, type = "worker", binary, actors = [{type, name, args}],
@@ -99,6 +99,7 @@ struct SupervisorSpec {
 
 struct TreeSpec {
   std::string name = "bulkhead";
+  bool zygote = true;  // fork workers from a zygote per binary (fast restart)
   std::filesystem::path file;
   SupervisorSpec root;
 };

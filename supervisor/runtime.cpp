@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -15,9 +16,11 @@
 
 #include <capnp/message.h>
 #include <capnp/serialize.h>
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <random>
 
 #include "ipc/channel.hpp"
@@ -161,10 +164,14 @@ Runtime::Runtime(TreeSpec tree, RuntimeOptions options)
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGHUP);
   sigaddset(&set, SIGUSR2);  // dump per-child send statistics as events
+  sigaddset(&set, SIGCHLD);  // orphaned descendants reparented to us (see reap_strays)
   ipc::check_sys(::sigprocmask(SIG_BLOCK, &set, nullptr), "sigprocmask");
   signal_fd_ =
       ipc::UniqueFd(ipc::check_sys(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK), "signalfd"));
   ::signal(SIGPIPE, SIG_IGN);
+  // Orphans in our workers' subtrees (a zygote's workers, a worker's daemon
+  // whose parent died) are reparented to us, not to init: we reap them.
+  ipc::check_sys(::prctl(PR_SET_CHILD_SUBREAPER, 1), "prctl(PR_SET_CHILD_SUBREAPER)");
   watch(signal_fd_.get(), Watch::Type::signal, nullptr);
   board_ = ipc::Segment::create(ipc::segment_name(instance_, "bells"),
                                 ipc::bell_board_bytes(kBoardSlots));
@@ -255,6 +262,10 @@ void Runtime::on_signal() {
       dump_stats();
       continue;
     }
+    if (si.ssi_signo == SIGCHLD) {
+      reap_strays();
+      continue;
+    }
     spdlog::info("received {}: stopping the tree in reverse start order",
                  signal_name(si.ssi_signo));
     event("signal", nullptr, fmt::format(R"("signal":{})", si.ssi_signo));
@@ -311,10 +322,20 @@ int Runtime::run() {
         case Watch::Type::client:
           on_client_readable(*w.endpoint);
           break;
+        case Watch::Type::zygote:
+          for (auto& [binary, z] : zygotes_) {
+            if (z->pidfd() == evs[i].data.fd) {
+              on_zygote_exit(binary);
+              break;
+            }
+          }
+          break;
       }
     }
     run_due_timers();
   }
+  for (auto& [binary, z] : zygotes_) unwatch(z->pidfd());
+  zygotes_.clear();  // each is killed and reaped
   event("supervisor_exit", nullptr, fmt::format(R"("exit_code":{})", exit_code_));
   return exit_code_;
 }
@@ -767,7 +788,7 @@ void Runtime::start_worker(Child& c) {
   send_peer_table(c);
   deliver_inbound_channels(c);
 
-  Spawned s = spawn_worker(c.spec.binary, c.segment->fd(), theirs.get(), board_->fd());
+  Spawned s = spawn(c, theirs.get());
   c.pid = s.pid;
   c.live = true;
   c.pidfd = std::move(s.pidfd);
@@ -1337,6 +1358,66 @@ void Runtime::dump_stats() {
     event("stats", nullptr,
           fmt::format(R"("child":"{}","sent":{},"blocked":{},"failed":{},"dropped":{})",
                       json_escape(ep->path), s.sent, s.blocked, s.failed, s.dropped));
+  }
+}
+
+// --- zygotes and strays -------------------------------------------------------
+
+Spawned Runtime::spawn(Child& c, int control_fd) {
+  if (tree_.zygote) {
+    auto it = zygotes_.find(c.spec.binary);
+    if (it == zygotes_.end()) {
+      try {
+        auto z = Zygote::start(c.spec.binary, board_->fd());
+        spdlog::info("zygote for {} started (pid {})", c.spec.binary, z->pid());
+        watch(z->pidfd(), Watch::Type::zygote, nullptr);
+        it = zygotes_.emplace(c.spec.binary, std::move(z)).first;
+      } catch (const std::exception& e) {
+        spdlog::warn("no zygote for {}: {}; starting workers with exec", c.spec.binary, e.what());
+      }
+    }
+    if (it != zygotes_.end()) {
+      try {
+        return it->second->spawn(c.segment->fd(), control_fd);
+      } catch (const std::exception& e) {
+        spdlog::warn("zygote for {} failed: {}; replacing it", c.spec.binary, e.what());
+        unwatch(it->second->pidfd());
+        zygotes_.erase(it);  // killed and reaped; the next start makes a new one
+      }
+    }
+  }
+  return spawn_worker(c.spec.binary, c.segment->fd(), control_fd, board_->fd());
+}
+
+void Runtime::on_zygote_exit(const std::string& binary) {
+  auto it = zygotes_.find(binary);
+  if (it == zygotes_.end() || !it->second->reap()) return;
+  spdlog::warn("zygote for {} exited; the next start makes a new one", binary);
+  unwatch(it->second->pidfd());
+  zygotes_.erase(it);
+}
+
+void Runtime::reap_strays() {
+  // Our children that are neither workers nor zygotes: descendants of workers
+  // reparented to us (we are a child subreaper).  Reap the ones that exited;
+  // workers and zygotes are reaped through their pidfds, never here.
+  std::ifstream in(fmt::format("/proc/self/task/{}/children", ::getpid()));
+  pid_t pid = 0;
+  std::vector<pid_t> known;
+  std::function<void(Node&)> collect = [&](Node& n) {
+    for (auto& c : n.children) {
+      if (c->pid > 0) known.push_back(c->pid);
+      if (c->node) collect(*c->node);
+    }
+  };
+  collect(root_);
+  for (auto& [b, z] : zygotes_) known.push_back(z->pid());
+  while (in >> pid) {
+    if (std::find(known.begin(), known.end(), pid) != known.end()) continue;
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      spdlog::debug("reaped pid {}, an orphaned descendant of a worker", pid);
+    }
   }
 }
 

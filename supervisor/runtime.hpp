@@ -43,6 +43,7 @@
 #include "ipc/sys.hpp"
 #include "schema/control.capnp.h"
 #include "supervisor/config.hpp"
+#include "supervisor/spawn.hpp"
 
 namespace bulkhead::supervisor {
 
@@ -170,7 +171,7 @@ class Runtime {
 
   // epoll registration: what an fd is.
   struct Watch {
-    enum class Type { signal, pidfd, control, output, attach, client } type;
+    enum class Type { signal, pidfd, control, output, attach, client, zygote } type;
     Child* child = nullptr;
     Endpoint* endpoint = nullptr;  // for client
   };
@@ -235,6 +236,9 @@ class Runtime {
   void cancel_timer(std::optional<TimerKey>& key);
   void run_due_timers();
   void on_signal();
+  void reap_strays();
+  Spawned spawn(Child& c, int control_fd);
+  void on_zygote_exit(const std::string& binary);
   void dump_stats();
 
   // --- reporting ---
@@ -251,6 +255,7 @@ class Runtime {
   std::map<std::uint32_t, std::unique_ptr<Endpoint>> clients_;
   std::map<std::pair<std::uint32_t, std::uint32_t>, Channel> channels_;
   std::uint32_t next_client_ = 1;
+  std::map<std::string, std::unique_ptr<Zygote>> zygotes_;  // by worker binary
   std::map<int, Watch> watches_;
   std::map<TimerKey, std::function<void()>> timers_;
   std::uint64_t next_timer_id_ = 1;

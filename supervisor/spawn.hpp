@@ -16,6 +16,7 @@
 
 #include <sys/types.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -33,5 +34,35 @@ struct Spawned {
 // `control_fd` as fd 4.  Throws SysError / std::runtime_error if the process
 // cannot be started (e.g. exec failed): that is a start failure.
 Spawned spawn_worker(const std::string& binary, int segment_fd, int control_fd, int board_fd);
+
+// A zygote: `binary --bulkhead-zygote`, a pre-initialised single-threaded
+// copy of a worker program that forks new workers on request (worker.cpp
+// zygote_loop), so a restart costs a fork instead of exec + dynamic linking +
+// static initialisation.  The new worker is reparented to the supervisor,
+// which must be a child subreaper (PR_SET_CHILD_SUBREAPER): it is our child,
+// reaped through its pidfd like any other.
+class Zygote {
+ public:
+  // Starts the zygote (fd 3 = its socket, fd 5 = the bell board, output to
+  // our stderr).  Throws like spawn_worker.
+  static std::unique_ptr<Zygote> start(const std::string& binary, int board_fd);
+  ~Zygote();
+  Zygote(const Zygote&) = delete;
+  Zygote& operator=(const Zygote&) = delete;
+
+  // Forks a worker with the same fds as spawn_worker gives it.  Throws if the
+  // zygote does not answer within a second or reports a failure.
+  Spawned spawn(int segment_fd, int control_fd);
+
+  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+  [[nodiscard]] int pidfd() const noexcept { return pidfd_.get(); }
+  // Reaps the (dead) zygote; its pid is forgotten.  False if it still runs.
+  bool reap();
+
+ private:
+  Zygote() = default;
+  pid_t pid_ = 0;
+  ipc::UniqueFd pidfd_, sock_;
+};
 
 }  // namespace bulkhead::supervisor

@@ -3,6 +3,10 @@
 #include <cxxabi.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <capnp/message.h>
@@ -349,8 +353,129 @@ class Dispatcher {
   std::vector<std::unique_ptr<ActorContext>> contexts_;
 };
 
+namespace {
+
+// The worker proper: fds 3 (mailbox), 4 (control socket), 5 (bell board).
+int serve_worker(const ActorRegistry& registry) {
+  for (int fd : {kSegmentFd, kControlFd, kBoardFd}) {
+    if (::fcntl(fd, F_GETFD) < 0) {
+      usage(registry);
+      return kExitUsage;
+    }
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  }
+  g_control_fd = kControlFd;
+  std::set_terminate(on_terminate);
+  try {
+    ipc::Segment seg = ipc::Segment::adopt_fd(ipc::UniqueFd(kSegmentFd), "worker-mailbox");
+    ipc::Segment board = ipc::Segment::adopt_fd(ipc::UniqueFd(kBoardFd), "bell-board");
+    Dispatcher d(registry, kControlFd);
+    return d.run(std::move(seg), std::move(board));
+  } catch (const std::exception& e) {
+    report_start_failed(kControlFd, std::string("worker handover failed: ") + e.what());
+    return kExitBadHandover;
+  }
+}
+
+// In the new worker, between the zygote's fork and serve_worker().
+[[noreturn]] void zygote_child_exit(int code) {
+  std::fflush(nullptr);
+  ::_exit(code);
+}
+
+bool become_worker(pid_t supervisor, int mailbox, int control, int output) {
+  // We were forked by an intermediate that exits at once: wait to be
+  // reparented to the supervisor (a child subreaper), then tie our life to it.
+  for (int i = 0; ::getppid() != supervisor; ++i) {
+    if (i > 100000) return false;
+    ::sched_yield();
+  }
+  ::setpgid(0, 0);
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != supervisor) return false;  // it died meanwhile
+  int m = ::fcntl(mailbox, F_DUPFD, 10), c = ::fcntl(control, F_DUPFD, 10),
+      o = ::fcntl(output, F_DUPFD, 10);
+  if (m < 0 || c < 0 || o < 0) return false;
+  if (::dup2(m, kSegmentFd) < 0 || ::dup2(c, kControlFd) < 0 || ::dup2(o, 1) < 0 ||
+      ::dup2(o, 2) < 0) {
+    return false;
+  }
+  int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (devnull >= 0) ::dup2(devnull, 0);
+  ::syscall(SYS_close_range, 6u, ~0u, 0u);  // the zygote's socket copies, the originals
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig != SIGKILL && sig != SIGSTOP) ::signal(sig, SIG_DFL);
+  }
+  return true;
+}
+
+// Zygote mode: a pre-initialised, single-threaded copy of this worker
+// program that forks new workers on request (DESIGN: fast restart).  fd 3 is
+// its socket to the supervisor, fd 5 the bell board (inherited by workers).
+// A request carries three fds (mailbox, control socket, output pipe); the
+// zygote forks an intermediate that forks the worker and reports its pid on
+// the socket, then exits, so the worker is reparented to the supervisor (a
+// child subreaper) and the supervisor alone reaps it.
+int zygote_loop(const ActorRegistry& registry) {
+  const pid_t supervisor = ::getppid();
+  const int sock = kSegmentFd;
+  ::signal(SIGCHLD, SIG_DFL);
+  for (;;) {
+    std::byte buf[16];
+    msghdr msg{};
+    iovec iov{buf, sizeof buf};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    alignas(cmsghdr) char control[CMSG_SPACE(3 * sizeof(int))] = {};
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t r = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return kExitOk;  // the supervisor is gone
+    int fds[3] = {-1, -1, -1};
+    cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+    if (cm != nullptr && cm->cmsg_type == SCM_RIGHTS && cm->cmsg_len == CMSG_LEN(3 * sizeof(int))) {
+      std::memcpy(fds, CMSG_DATA(cm), sizeof fds);
+    }
+    if (fds[0] >= 0 && fds[1] >= 0 && fds[2] >= 0) {
+      std::fflush(nullptr);
+      pid_t mid = ::fork();
+      if (mid == 0) {
+        pid_t w = ::fork();
+        if (w == 0) {
+          if (!become_worker(supervisor, fds[0], fds[1], fds[2]))
+            zygote_child_exit(kExitBadHandover);
+          zygote_child_exit(serve_worker(registry));
+        }
+        std::int32_t reply = w > 0 ? w : -errno;
+        (void)::send(sock, &reply, sizeof reply, MSG_NOSIGNAL);
+        ::_exit(0);
+      }
+      if (mid > 0) {
+        while (::waitpid(mid, nullptr, 0) < 0 && errno == EINTR) {
+        }
+      } else {
+        std::int32_t reply = -errno;
+        (void)::send(sock, &reply, sizeof reply, MSG_NOSIGNAL);
+      }
+    } else {
+      std::int32_t reply = -EINVAL;
+      (void)::send(sock, &reply, sizeof reply, MSG_NOSIGNAL);
+    }
+    for (int fd : fds) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+}
+
+}  // namespace
+
 int run(int argc, char** argv, const ActorRegistry& registry) {
   bool as_worker = false;
+  bool as_zygote = false;
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
     if (a == "--list-actors") {
@@ -363,29 +488,20 @@ int run(int argc, char** argv, const ActorRegistry& registry) {
     }
     if (a == kWorkerFlag) {
       as_worker = true;
+    } else if (a == kZygoteFlag) {
+      as_zygote = true;
     } else {
       std::fprintf(stderr, "bulkhead-worker: unknown argument '%s'\n", argv[i]);
       usage(registry);
       return kExitUsage;
     }
   }
-  if (!as_worker || ::fcntl(kSegmentFd, F_GETFD) < 0 || ::fcntl(kControlFd, F_GETFD) < 0 ||
-      ::fcntl(kBoardFd, F_GETFD) < 0) {
+  if (as_zygote) return zygote_loop(registry);
+  if (!as_worker) {
     usage(registry);
     return kExitUsage;
   }
-  for (int fd : {kSegmentFd, kControlFd, kBoardFd}) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-  g_control_fd = kControlFd;
-  std::set_terminate(on_terminate);
-  try {
-    ipc::Segment seg = ipc::Segment::adopt_fd(ipc::UniqueFd(kSegmentFd), "worker-mailbox");
-    ipc::Segment board = ipc::Segment::adopt_fd(ipc::UniqueFd(kBoardFd), "bell-board");
-    Dispatcher d(registry, kControlFd);
-    return d.run(std::move(seg), std::move(board));
-  } catch (const std::exception& e) {
-    report_start_failed(kControlFd, std::string("worker handover failed: ") + e.what());
-    return kExitBadHandover;
-  }
+  return serve_worker(registry);
 }
 
 }  // namespace bulkhead::worker

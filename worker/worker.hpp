@@ -27,5 +27,8 @@ inline constexpr int kExitStartFailure = 71;
 inline constexpr int kExitBadHandover = 72;
 
 inline constexpr const char* kWorkerFlag = "--bulkhead-worker";
+// Zygote mode (see worker.cpp zygote_loop): fd 3 = socket to the supervisor,
+// fd 5 = bell board; forks pre-initialised workers on request.
+inline constexpr const char* kZygoteFlag = "--bulkhead-zygote";
 
 }  // namespace bulkhead::worker

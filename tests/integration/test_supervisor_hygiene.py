@@ -207,6 +207,8 @@ def test_worker_grandchildren_die_with_the_worker(sup):
     wrapper.write_text(GRANDCHILD_WRAPPER.format(pidfile=pidfile, worker=WORKER_BIN))
     wrapper.chmod(0o755)
     sup.start(f"""
+        [tree]
+        zygote = false  # the wrapper script must run at every start
         [root]
         strategy = "one_for_one"
         intensity = 5

@@ -284,6 +284,8 @@ def test_spawn_failure_during_restart_retries_and_recovers(sup):
     wrapper.write_text(WRAPPER.format(worker=WORKER_BIN))
     wrapper.chmod(0o755)
     sup.start(f"""
+        [tree]
+        zygote = false  # the wrapper script must run at every start
         [root]
         strategy = "one_for_one"
         intensity = 1000
@@ -321,6 +323,8 @@ def test_spawn_failure_escalates_through_nested_supervisor(sup):
     wrapper.write_text(WRAPPER.format(worker=WORKER_BIN))
     wrapper.chmod(0o755)
     sup.start(f"""
+        [tree]
+        zygote = false  # the wrapper script must run at every start
         [root]
         strategy = "one_for_one"
         intensity = 3
@@ -366,6 +370,8 @@ def test_ready_timeout_during_restart_is_retried(sup):
     wrapper.write_text(SLOW_ON_FLAG.format(flag=flag, worker=WORKER_BIN))
     wrapper.chmod(0o755)
     sup.start(f"""
+        [tree]
+        zygote = false  # the wrapper script must run at every start
         [root]
         strategy = "one_for_one"
         intensity = 10
