@@ -11,9 +11,19 @@
 //   supervisor_rss_200_kib   the supervisor's resident set with 200 children
 //   supervisor_cpu_per_restart_us  supervisor CPU time per restart (200
 //                       children, one killed at a time)
+//   actor_call_rtt_hot  a C++ actor (pinger) calls a C++ actor (echo) in
+//                       another worker process, back to back; timed inside
+//                       the caller, reported as median and p99
+//   actor_call_rtt_cold the same with the callee idle first (200 us between
+//                       calls: past its poll window, asleep on its futex)
+//   actor_cast_throughput  casts from one worker to a counter in another,
+//                       ended by one call (all handled): msgs/s
+//   idle_cpu_100_workers   CPU used by 100 idle workers over 2 s, as a
+//                       fraction of one core
 // The supervisor runs as a real child process of the benchmark with
 // `--events FILE`; figures read that file as it grows.
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
@@ -41,6 +51,7 @@
 #include "schema/codec.hpp"
 #include "schema/control.capnp.h"
 #include "supervisor/spawn.hpp"
+#include "worker/client.hpp"
 
 extern char** environ;
 
@@ -73,7 +84,7 @@ std::string field(const std::string& line, const std::string& key) {
 // A running bulkhead-supervisor and the tail of its event log.
 class SupervisorProcess {
  public:
-  explicit SupervisorProcess(const std::string& tree_toml) {
+  explicit SupervisorProcess(const std::string& tree_toml, bool with_socket = false) {
     char tmpl[] = "/tmp/bulkhead-bench-XXXXXX";
     if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
     dir_ = tmpl;
@@ -89,8 +100,9 @@ class SupervisorProcess {
       int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
       ::dup2(fd, 2);
       ::dup2(fd, 1);
+      std::string sock = with_socket ? (dir_ / "s.sock").string() : std::string("none");
       ::execl(sup.c_str(), sup.c_str(), tree.c_str(), "--events", events.c_str(), "--log-level",
-              "warn", static_cast<char*>(nullptr));
+              "warn", "--socket", sock.c_str(), static_cast<char*>(nullptr));
       ::_exit(127);
     }
     events_path_ = events;
@@ -105,6 +117,7 @@ class SupervisorProcess {
     fs::remove_all(dir_, ec);
   }
   [[nodiscard]] pid_t pid() const { return pid_; }
+  [[nodiscard]] std::string socket() const { return (dir_ / "s.sock").string(); }
 
   // Next event matching `pred`, reading the log as it grows.
   template <class Pred>
@@ -302,6 +315,101 @@ TwoHundred measure_200(const RunConfig& cfg) {
   return r;
 }
 
+// --- actors -----------------------------------------------------------------
+
+std::string actor_tree() {
+  return "[tree]\nname = \"bench\"\n[root]\nstrategy = \"one_for_one\"\n"
+         "[[root.children]]\nid = \"caller\"\nactors = [{ type = \"pinger\", name = "
+         "\"pinger\" }]\n"
+         "[[root.children]]\nid = \"callee\"\nactors = [{ type = \"echo\", name = \"echo\" "
+         "}, { type = \"counter\", name = \"counter\" }]\nmailbox_bytes = 1048576\n";
+}
+
+// A supervisor running actor_tree(), with a client attached.
+struct ActorRig {
+  SupervisorProcess sup;
+  std::unique_ptr<worker::Client> client;
+  ActorRig() : sup(actor_tree(), true) {
+    sup.wait_for([](const Event& e) { return e.name == "tree_started"; });
+    client = worker::Client::connect(sup.socket());
+    // Like the ring figures: the two ends on different CPUs.
+    pin(sup.pids.at("root/caller"), 1);
+    pin(sup.pids.at("root/callee"), 0);
+  }
+  static void pin(long long pid, int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    ::sched_setaffinity(static_cast<pid_t>(pid), sizeof set, &set);
+  }
+  worker::CallResult call(const worker::PayloadFn& f) {
+    return client->call("pinger", f, std::chrono::seconds(120));
+  }
+};
+
+Latency ping(const RunConfig& cfg, long long gap_us) {
+  ActorRig rig;
+  const long long n = cfg.pick(gap_us ? 3000LL : 20000LL, gap_us ? 600LL : 4000LL);
+  auto req = [&](long long count) {
+    return worker::value_payload([count, gap_us](schema::Value::Builder v) {
+      auto t = v.initTuple(4);
+      t[0].setSymbol("ping");
+      t[1].setText("echo");
+      t[2].setInt(count);
+      t[3].setInt(gap_us);
+    });
+  };
+  (void)rig.call(req(n / 10));  // warm up: channels open, caches and predictors warm
+  auto r = rig.call(req(n));
+  if (!r.ok()) throw std::runtime_error(std::string("ping: ") + r.error_text());
+  auto t = r.value().getTuple();
+  Latency l;
+  l.median_ns = static_cast<double>(t[0].getInt());
+  l.p99_ns = static_cast<double>(t[1].getInt());
+  l.samples = static_cast<std::uint64_t>(n);
+  return l;
+}
+
+Result cast_throughput(const RunConfig& cfg) {
+  ActorRig rig;
+  const long long n = cfg.pick(2'000'000LL, 300'000LL);
+  std::vector<double> rates;
+  for (int rep = 0; rep < cfg.pick(3, 2); ++rep) {
+    auto r = rig.call(worker::value_payload([n](schema::Value::Builder v) {
+      auto t = v.initTuple(3);
+      t[0].setSymbol("flood");
+      t[1].setText("counter");
+      t[2].setInt(n);
+    }));
+    if (!r.ok()) throw std::runtime_error(std::string("flood: ") + r.error_text());
+    rates.push_back(static_cast<double>(n) * 1e9 / static_cast<double>(r.value().getInt()));
+  }
+  return summarize_rates(rates);
+}
+
+Result idle_cpu_100(const RunConfig& cfg) {
+  std::string t = "[tree]\nname = \"idle\"\n[root]\nstrategy = \"one_for_one\"\n";
+  for (int i = 0; i < 100; ++i) {
+    t += "[[root.children]]\nid = \"w" + std::to_string(i) + "\"\nactors = [{ type = \"echo\" }]\n";
+  }
+  SupervisorProcess sup(t);
+  sup.wait_for([](const Event& e) { return e.name == "tree_started"; }, std::chrono::seconds(60));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // let poll windows pass
+  auto total = [&] {
+    long long ticks = 0;
+    for (auto& [child, pid] : sup.pids) ticks += proc_cpu_ticks(static_cast<pid_t>(pid));
+    return ticks;
+  };
+  const auto window = std::chrono::milliseconds(cfg.pick(3000, 1000));
+  long long t0 = total();
+  auto w0 = Clock::now();
+  std::this_thread::sleep_for(window);
+  long long t1 = total();
+  double secs = std::chrono::duration<double>(Clock::now() - w0).count();
+  double tick_s = 1.0 / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  return Value{static_cast<double>(t1 - t0) * tick_s / secs};
+}
+
 }  // namespace
 
 void add_supervisor_figures(Catalog& c) {
@@ -334,6 +442,24 @@ void add_supervisor_figures(Catalog& c) {
   c.ratios.push_back({"restart_ready_cpp", "spawn_ready_cpp"});
   c.ratios.push_back({"spawn_ready_cpp_dynamic", "spawn_ready_cpp"});
   c.targets.push_back({"restart_ready_cpp", "", Target::Op::at_most, 1e6, "<= 1 ms"});
+
+  c.figures.push_back({"actor_call_rtt_hot", "C++ actor calls a C++ actor in another worker",
+                       [](const RunConfig& cfg) -> Result { return ping(cfg, 0); }});
+  c.figures.push_back({"actor_call_rtt_cold", "the same, callee idle 200 us first (asleep)",
+                       [](const RunConfig& cfg) -> Result { return ping(cfg, 200); }});
+  c.figures.push_back(
+      {"actor_cast_throughput", "casts between two workers, one-way", cast_throughput});
+  c.figures.push_back(
+      {"idle_cpu_100_workers", "CPU of 100 idle workers (fraction of a core)", idle_cpu_100});
+  c.ratios.push_back({"actor_call_rtt_hot", "raw_spin_rtt"});
+  c.ratios.push_back({"actor_call_rtt_cold", "futex_rtt"});
+  c.targets.push_back({"actor_call_rtt_hot", "", Target::Op::at_most, 1000, "<= 1 us"});
+  c.targets.push_back(
+      {"actor_call_rtt_hot", "raw_spin_rtt", Target::Op::at_most, 2.0, "<= 2x raw_spin_rtt"});
+  c.targets.push_back(
+      {"actor_call_rtt_cold", "futex_rtt", Target::Op::at_most, 1.3, "<= 1.3x futex_rtt"});
+  c.targets.push_back({"actor_cast_throughput", "", Target::Op::at_least, 5e6, ">= 5M msgs/s"});
+  c.targets.push_back({"idle_cpu_100_workers", "", Target::Op::below, 0.01, "< 1% of a core"});
 }
 
 }  // namespace bulkhead::bench

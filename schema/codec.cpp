@@ -147,36 +147,38 @@ kj::Array<capnp::word> FlatBuilder::flatten() {
   return capnp::messageToFlatArray(builder_);
 }
 
+void walk_envelope(Envelope::Reader e) {
+  walk_text(e.getDestName());
+  (void)e.getDestination().getActor();
+  (void)e.getSource().getActor();
+  auto p = e.getPayload();
+  switch (p.which()) {
+    case Envelope::Payload::VALUE:
+      walk(p.getValue());
+      break;
+    case Envelope::Payload::EXIT_REASON:
+      walk(p.getExitReason());
+      break;
+    case Envelope::Payload::ERROR: {
+      auto err = p.getError();
+      walk_text(err.getMessage());
+      walk(err.getReason());
+      break;
+    }
+    case Envelope::Payload::TYPED:
+      // Without the content's schema: every pointer, generically.  A struct
+      // where the user's schema expects text is caught only by their reader.
+      walk_any(p.getTyped().getContent());
+      break;
+    case Envelope::Payload::NONE:
+      break;
+  }
+}
+
 std::optional<DecodeError> validate_envelope(std::span<const std::byte> bytes,
                                              const ReadLimits& limits) {
-  return read_message(bytes, limits, [](capnp::MessageReader& r) {
-    auto e = r.getRoot<Envelope>();
-    walk_text(e.getDestName());
-    (void)e.getDestination().getActor();
-    (void)e.getSource().getActor();
-    auto p = e.getPayload();
-    switch (p.which()) {
-      case Envelope::Payload::VALUE:
-        walk(p.getValue());
-        break;
-      case Envelope::Payload::EXIT_REASON:
-        walk(p.getExitReason());
-        break;
-      case Envelope::Payload::ERROR: {
-        auto err = p.getError();
-        walk_text(err.getMessage());
-        walk(err.getReason());
-        break;
-      }
-      case Envelope::Payload::TYPED:
-        // Without the content's schema: every pointer, generically.  A struct
-        // where the user's schema expects text is caught only by their reader.
-        walk_any(p.getTyped().getContent());
-        break;
-      case Envelope::Payload::NONE:
-        break;
-    }
-  });
+  return read_message(bytes, limits,
+                      [](capnp::MessageReader& r) { walk_envelope(r.getRoot<Envelope>()); });
 }
 
 }  // namespace bulkhead::schema

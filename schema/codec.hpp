@@ -148,4 +148,39 @@ std::optional<DecodeError> read_message(std::span<const std::byte> bytes, const 
 std::optional<DecodeError> validate_envelope(std::span<const std::byte> bytes,
                                              const ReadLimits& limits = {});
 
+// Throws kj::Exception if any field of `e` is bad (what validate_envelope checks).
+void walk_envelope(Envelope::Reader e);
+
+// validate_envelope + read in place with one reader: walks the whole
+// Envelope (a failure there is a DecodeError and `use` is not called), then
+// calls use(Envelope::Reader).  Exceptions thrown by `use` propagate: they
+// are the caller's (an actor's), not the message's.
+template <class Use>
+std::optional<DecodeError> read_envelope(std::span<const std::byte> bytes, const ReadLimits& limits,
+                                         Use&& use) {
+  if (reinterpret_cast<std::uintptr_t>(bytes.data()) % sizeof(capnp::word) != 0 ||
+      bytes.size() % sizeof(capnp::word) != 0 || bytes.size() < sizeof(capnp::word)) {
+    return DecodeError{"message is not a positive number of aligned 8-byte words"};
+  }
+  capnp::ReaderOptions opts;
+  opts.traversalLimitInWords = limits.traversal_words;
+  opts.nestingLimit = static_cast<int>(limits.nesting);
+  std::optional<capnp::FlatArrayMessageReader> reader;
+  Envelope::Reader env;
+  try {
+    reader.emplace(
+        kj::ArrayPtr<const capnp::word>(reinterpret_cast<const capnp::word*>(bytes.data()),
+                                        bytes.size() / sizeof(capnp::word)),
+        opts);
+    env = reader->getRoot<Envelope>();
+    walk_envelope(env);
+  } catch (const kj::Exception& e) {
+    auto d = e.getDescription();
+    return DecodeError{std::string("invalid Cap'n Proto message: ") +
+                       std::string(d.begin(), d.size())};
+  }
+  use(env);
+  return std::nullopt;
+}
+
 }  // namespace bulkhead::schema

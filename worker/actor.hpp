@@ -28,6 +28,7 @@
 #pragma once
 
 #include <capnp/message.h>
+#include <capnp/serialize.h>
 
 #include <chrono>
 #include <cstdint>
@@ -151,6 +152,7 @@ class CallResult {
   CallError error_ = CallError::none;
   std::string text_;
   kj::Array<capnp::word> words_;
+  mutable std::unique_ptr<capnp::FlatArrayMessageReader> reader_;  // made by reply()
 };
 
 enum class SendStatus { ok, noproc, overflow, dropped, timeout, broken };

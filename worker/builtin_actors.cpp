@@ -1,5 +1,9 @@
 #include "worker/builtin_actors.hpp"
 
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -12,7 +16,12 @@
 #include <thread>
 #include <vector>
 
+#include "ipc/channel.hpp"
+#include "ipc/mailbox.hpp"
+#include "ipc/ring.hpp"
+#include "ipc/segment.hpp"
 #include "ipc/sys.hpp"
+#include "schema/codec.hpp"
 #include "schema/value_util.hpp"
 
 namespace bulkhead::worker {
@@ -305,6 +314,200 @@ class Sleeper : public Actor {
 
 }  // namespace
 
+// --- test actors (tests/integration/messaging_test.cpp) -----------------------
+
+namespace {
+
+// Records the ints cast to it, in arrival order (FIFO and exactly-once checks).
+class Recorder : public Actor {
+ public:
+  void handle_cast(const Message& msg) override {
+    auto v = msg.value();
+    if (v.which() == Value::INT) {
+      seen_.push_back(v.getInt());
+    } else if (is_op(v, "nest")) {
+      // (nest, to, ms): a nested call that keeps this actor busy ~ms while
+      // its mailbox keeps filling (messages are then held aside by the node).
+      std::string to = text_of(arg(v, 1));
+      auto ms = arg(v, 2).getInt();
+      auto r = ctx().call(to, value_payload([ms](Value::Builder b) {
+                            auto t = b.initTuple(2);
+                            t[0].setSymbol("sleep");
+                            t[1].setInt(ms);
+                          }),
+                          std::chrono::milliseconds(5000));
+      if (!r.ok()) throw std::runtime_error("recorder: nested call failed: " + r.error_text());
+    }
+  }
+  void handle_call(const Message& req, const From&, Reply& reply) override {
+    auto v = req.value();
+    if (is_op(v, "sleep")) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(arg(v, 1).getInt()));
+      reply.value().setSymbol("ok");
+      return;
+    }
+    auto l = reply.value().initList(static_cast<unsigned>(seen_.size()));
+    for (unsigned i = 0; i < seen_.size(); ++i) l[i].setInt(seen_[i]);
+  }
+
+ private:
+  std::vector<long long> seen_;
+};
+
+// A second sender from inside the tree: casts or sends a run of ints.
+class Feeder : public Actor {
+ public:
+  void handle_call(const Message& req, const From&, Reply& reply) override {
+    auto v = req.value();
+    const bool info = is_op(v, "info");
+    if (!info && !is_op(v, "feed")) throw std::invalid_argument("feeder: unknown request");
+    std::string to = text_of(arg(v, 1));
+    auto from = arg(v, 2).getInt();
+    auto n = arg(v, 3).getInt();
+    for (long long i = 0; i < n; ++i) {
+      auto p = value_payload([x = from + i](Value::Builder b) { b.setInt(x); });
+      auto st = info ? ctx().send(to, p) : ctx().cast(to, p);
+      if (st != SendStatus::ok) throw std::runtime_error(std::string("feeder: ") + to_string(st));
+    }
+    reply.value().setInt(n);
+  }
+};
+
+// Writes frames the Node API cannot produce into its channel to a peer, by
+// mapping that channel a second time (found through /proc/self/fd).  After a
+// garble the node's own producer on that channel is stale: this worker must
+// not send to that peer through ctx() again (its next incarnation may).
+class Garbler : public Actor {
+ public:
+  void handle_call(const Message& req, const From&, Reply& reply) override {
+    auto v = req.value();
+    if (!is_op(v, "garble")) throw std::invalid_argument("garbler: unknown request");
+    std::string to = text_of(arg(v, 1));
+    std::string mode = text_of(arg(v, 2));
+    auto target = ctx().whereis(to);
+    if (!target) throw std::runtime_error("garbler: no actor " + to);
+    const std::uint32_t self = ctx().self().worker;
+    if (target->worker == self) throw std::runtime_error("garbler: target is in this worker");
+    // A valid cast first: the node opens the channel (and the peer gets it).
+    auto inc = value_payload([](Value::Builder b) { b.setSymbol("inc"); });
+    if (auto st = ctx().cast(to, inc); st != SendStatus::ok) {
+      throw std::runtime_error(std::string("garbler: cast: ") + to_string(st));
+    }
+    ipc::Segment chan = map_fd(fmt_label("-c", self, target->worker));
+    ipc::Segment board = map_fd("-bells");
+    ipc::ChannelView view = ipc::attach_channel(chan);
+    if (view.producer_slot != self || view.consumer_slot != target->worker) {
+      throw std::runtime_error("garbler: the channel segment names other ends");
+    }
+    ipc::Doorbell bell(ipc::bell_of(board, target->worker));
+    if (mode == "junk") {
+      reply.value().setInt(junk(view, bell, *target));
+    } else if (mode == "break") {
+      // A frame header whose length is beyond the ring: a ring protocol
+      // violation (the receiver reports it; the supervisor kills us).
+      auto* ctl = reinterpret_cast<ipc::RingControl*>(view.ring.data());
+      std::byte* data = view.ring.data() + sizeof(ipc::RingControl);
+      std::uint64_t tail = ctl->tail.load(std::memory_order_relaxed);
+      std::size_t pos = tail & (ctl->capacity - 1);
+      if (pos + 16 > ctl->capacity) throw std::runtime_error("garbler: no room at the ring end");
+      ipc::FrameHeader h{0x7ffffff0u, schema::kEnvelopeFrame};
+      std::memcpy(data + pos, &h, sizeof h);
+      ctl->tail.store(tail + 16, std::memory_order_release);
+      bell.ring();
+      reply.value().setSymbol("ok");
+    } else {
+      throw std::invalid_argument("garbler: unknown mode " + mode);
+    }
+  }
+
+ private:
+  static std::string fmt_label(const char* pre, std::uint32_t a, std::uint32_t b) {
+    return std::string(pre) + std::to_string(a) + "." + std::to_string(b);
+  }
+
+  // Maps (again) the segment whose /proc/self/fd link ends in `suffix`.
+  static ipc::Segment map_fd(const std::string& suffix) {
+    DIR* d = ::opendir("/proc/self/fd");
+    if (d == nullptr) throw std::runtime_error("garbler: cannot list /proc/self/fd");
+    std::string found_name;
+    int found = -1;
+    while (dirent* e = ::readdir(d)) {
+      char link[512];
+      std::string path = std::string("/proc/self/fd/") + e->d_name;
+      ssize_t n = ::readlink(path.c_str(), link, sizeof link - 1);
+      if (n <= 0) continue;
+      std::string target(link, static_cast<std::size_t>(n));
+      const std::string deleted = " (deleted)";
+      if (target.size() > deleted.size() &&
+          target.compare(target.size() - deleted.size(), deleted.size(), deleted) == 0) {
+        target.resize(target.size() - deleted.size());
+      }
+      if (target.find("/bulkhead-") == std::string::npos || target.size() < suffix.size() ||
+          target.compare(target.size() - suffix.size(), suffix.size(), suffix) != 0) {
+        continue;
+      }
+      found = std::atoi(e->d_name);
+      found_name = target;
+      break;
+    }
+    ::closedir(d);
+    if (found < 0) throw std::runtime_error("garbler: no open segment ending in " + suffix);
+    int fd = ::fcntl(found, F_DUPFD_CLOEXEC, 10);
+    if (fd < 0) throw std::runtime_error("garbler: dup failed");
+    return ipc::Segment::adopt_fd(ipc::UniqueFd(fd), found_name);
+  }
+
+  // Garbage at the message level (the ring itself stays sound), then one
+  // valid cast `inc`.  Returns the number of frames written.
+  long long junk(const ipc::ChannelView& view, ipc::Doorbell& bell, ActorRef target) {
+    ipc::RingProducer prod(view.ring, "garbler", &bell);
+    capnp::MallocMessageBuilder mb;
+    auto e = mb.initRoot<schema::Envelope>();
+    e.setKind(schema::Kind::CAST);
+    auto d = e.initDestination();
+    d.setWorker(target.worker);
+    d.setActor(target.actor);
+    auto s = e.initSource();
+    s.setWorker(ctx().self().worker);
+    s.setIncarnation(ctx().self().incarnation);
+    s.setActor(ctx().self().actor);
+    e.getPayload().initValue().setSymbol("inc");
+    auto words = capnp::messageToFlatArray(mb);
+    std::vector<std::byte> valid(words.size() * sizeof(capnp::word));
+    std::memcpy(valid.data(), words.begin(), valid.size());
+
+    std::vector<std::pair<std::uint32_t, std::vector<std::byte>>> frames;
+    frames.emplace_back(schema::kEnvelopeFrame, std::vector<std::byte>(64, std::byte{0xff}));
+    {  // the segment table claims more words than the frame holds
+      auto b = valid;
+      std::uint32_t size = 0;
+      std::memcpy(&size, b.data() + 4, 4);
+      size += 100;
+      std::memcpy(b.data() + 4, &size, 4);
+      frames.emplace_back(schema::kEnvelopeFrame, std::move(b));
+    }
+    {  // the root struct pointer points far outside the message
+      auto b = valid;
+      std::uint64_t ptr = 0;
+      std::memcpy(&ptr, b.data() + 8, 8);
+      ptr = (ptr & ~std::uint64_t{0xfffffffc}) | (std::uint64_t{0x0fffffff} << 2);
+      std::memcpy(b.data() + 8, &ptr, 8);
+      frames.emplace_back(schema::kEnvelopeFrame, std::move(b));
+    }
+    frames.emplace_back(7u, valid);                                         // unknown frame kind
+    frames.emplace_back(schema::kEnvelopeFrame, std::vector<std::byte>{});  // empty payload
+    frames.emplace_back(schema::kEnvelopeFrame, valid);                     // and a good one
+    for (auto& [kind, bytes] : frames) {
+      if (prod.try_push(kind, bytes) != ipc::PushStatus::ok) {
+        throw std::runtime_error("garbler: channel full");
+      }
+    }
+    return static_cast<long long>(frames.size());
+  }
+};
+
+}  // namespace
+
 void register_builtin_actors(ActorRegistry& registry) {
   registry.add<Echo>("echo");
   registry.add<Counter>("counter");
@@ -316,6 +519,9 @@ void register_builtin_actors(ActorRegistry& registry) {
   registry.add<Deferred>("deferred");
   registry.add<Pinger>("pinger");
   registry.add<Sleeper>("sleeper");
+  registry.add<Recorder>("recorder");
+  registry.add<Feeder>("feeder");
+  registry.add<Garbler>("garbler");
 }
 
 }  // namespace bulkhead::worker

@@ -22,6 +22,21 @@
 //             call downs -> the DOWN reasons received, as a list of text
 //   sleeper   cast (sleep, ms) -> its handler blocks that long (its mailbox
 //             fills up); any other cast counts; call -> casts handled
+// Test actors (tests/integration/messaging_test.cpp):
+//   recorder  cast int -> appends it; cast (nest, to, ms) -> calls `to` with
+//             (sleep, ms) from inside the handler (stays busy meanwhile);
+//             call (sleep, ms) -> sleeps, answers ok; any other call -> the
+//             list of ints received so far, in arrival order
+//   feeder    call (feed, to, from, n) -> casts the ints from..from+n-1 to
+//             `to`, answers n; (info, to, from, n) -> the same as infos
+//   garbler   call (garble, to, mode) -> casts `inc` to `to` (opening the
+//             channel), then writes raw frames into that channel by mapping
+//             it a second time: mode "junk" = frames that fail message
+//             validation (bad segment table, out-of-bounds root pointer,
+//             0xff bytes, empty, unknown frame kind 7) followed by one valid
+//             cast `inc`, answers the frame count; mode "break" = a frame
+//             header longer than the ring (a ring protocol violation), answers
+//             ok.  Afterwards this incarnation must not send to `to` again.
 #pragma once
 
 #include "worker/actor.hpp"

@@ -339,7 +339,58 @@ std::optional<Node::Resolved> Node::resolve(const Target& t) const {
   return Resolved{ref.worker, ref.actor, stamp};
 }
 
-SendStatus Node::publish(Peer& p, const std::function<void(schema::Envelope::Builder)>& fill) {
+std::size_t Node::next_reserve(std::size_t used) {
+  // Room for what the last message needed plus a little: the builder zeroes
+  // all of it, so reserving much more than needed costs time on every send.
+  return std::clamp<std::size_t>((used + 64 + 63) & ~std::size_t{63}, 128, 8192);
+}
+
+SendStatus Node::on_full(Peer& p, bool& counted_block, std::size_t need) {
+  if (p.overflow == schema::Overflow::FAIL) {
+    if (p.stats) p.stats->failed.fetch_add(1, std::memory_order_relaxed);
+    return SendStatus::overflow;
+  }
+  if (p.overflow == schema::Overflow::DROP) {
+    if (p.stats) p.stats->dropped.fetch_add(1, std::memory_order_relaxed);
+    return SendStatus::dropped;
+  }
+  if (!counted_block) {
+    counted_block = true;
+    if (p.stats) p.stats->blocked.fetch_add(1, std::memory_order_relaxed);
+  }
+  auto area = p.out.reserve(need, Clock::now() + p.block_timeout);
+  if (area.data() == nullptr) {
+    if (p.stats) p.stats->failed.fetch_add(1, std::memory_order_relaxed);
+    return p.out.status() == ipc::PushStatus::timeout ? SendStatus::timeout : SendStatus::broken;
+  }
+  return SendStatus::ok;  // room now: try again
+}
+
+SendStatus Node::published(Peer& p) {
+  ++p.sequence;
+  if (p.stats) p.stats->sent.fetch_add(1, std::memory_order_relaxed);
+  return SendStatus::ok;
+}
+
+SendStatus Node::failed(Peer& p, ipc::PushStatus st) {
+  if (p.stats) p.stats->failed.fetch_add(1, std::memory_order_relaxed);
+  return st == ipc::PushStatus::too_big ? SendStatus::overflow : SendStatus::broken;
+}
+
+void Node::loopback(kj::Array<capnp::word> words) {
+  schema::Kind kind = schema::Kind::INFO;
+  std::uint32_t actor = 0;
+  schema::read_message(as_bytes(words), {}, [&](capnp::MessageReader& r) {
+    auto env = r.getRoot<schema::Envelope>();
+    kind = env.getKind();
+    actor = env.getDestination().getActor();
+    if (kind == schema::Kind::REPLY) deliver(env, slot_, as_bytes(words));
+  });
+  if (kind != schema::Kind::REPLY) held_.push_back(Held{actor, slot_, kj::mv(words)});
+}
+
+template <class Fill>
+SendStatus Node::publish(Peer& p, Fill&& fill) {
   auto build = [&](schema::FlatBuilder& b) {
     auto e = b.init_root<schema::Envelope>();
     fill(e);
@@ -351,55 +402,45 @@ SendStatus Node::publish(Peer& p, const std::function<void(schema::Envelope::Bui
     schema::FlatBuilder b(area);
     build(b);
     std::size_t n = b.finish();
-    auto words = n ? copy_words({area, n}) : b.flatten();
-    schema::Kind kind = schema::Kind::INFO;
-    std::uint32_t actor = 0;
-    schema::read_message(as_bytes(words), {}, [&](capnp::MessageReader& r) {
-      auto env = r.getRoot<schema::Envelope>();
-      kind = env.getKind();
-      actor = env.getDestination().getActor();
-      if (kind == schema::Kind::REPLY) deliver(env, slot_, as_bytes(words));
-    });
-    if (kind != schema::Kind::REPLY) held_.push_back(Held{actor, slot_, kj::mv(words)});
+    loopback(n ? copy_words({area, n}) : b.flatten());
     ++p.sequence;
     return SendStatus::ok;
   }
   if (!ensure_channel(p)) return SendStatus::broken;
   bool counted_block = false;
   for (;;) {
-    auto st = schema::send_message(p.out, schema::kEnvelopeFrame, kFirstSegmentBytes, build);
-    switch (st) {
-      case ipc::PushStatus::ok:
-        ++p.sequence;
-        if (p.stats) p.stats->sent.fetch_add(1, std::memory_order_relaxed);
-        return SendStatus::ok;
-      case ipc::PushStatus::full:
-        break;
-      case ipc::PushStatus::too_big:
-        if (p.stats) p.stats->failed.fetch_add(1, std::memory_order_relaxed);
-        return SendStatus::overflow;
-      default:
-        if (p.stats) p.stats->failed.fetch_add(1, std::memory_order_relaxed);
-        return SendStatus::broken;
+    auto area = p.out.try_reserve(p.reserve_bytes);
+    if (area.data() != nullptr) {
+      schema::FlatBuilder b(area);
+      build(b);
+      if (std::size_t n = b.finish()) {
+        p.out.commit(schema::kEnvelopeFrame, n);
+        p.reserve_bytes = next_reserve(n);
+        return published(p);
+      }
+      // Bigger than the reservation: flatten on the heap and push a copy.
+      auto words = b.flatten();
+      p.reserve_bytes = next_reserve(words.size() * sizeof(capnp::word));
+      return publish_bytes(p, as_bytes(words));
     }
-    // Full: the receiver's overflow policy decides.
-    if (p.overflow == schema::Overflow::FAIL) {
-      if (p.stats) p.stats->failed.fetch_add(1, std::memory_order_relaxed);
-      return SendStatus::overflow;
-    }
-    if (p.overflow == schema::Overflow::DROP) {
-      if (p.stats) p.stats->dropped.fetch_add(1, std::memory_order_relaxed);
-      return SendStatus::dropped;
-    }
-    if (!counted_block) {
-      counted_block = true;
-      if (p.stats) p.stats->blocked.fetch_add(1, std::memory_order_relaxed);
-    }
-    auto area = p.out.reserve(kFirstSegmentBytes, Clock::now() + p.block_timeout);
-    if (area.data() == nullptr) {
-      if (p.stats) p.stats->failed.fetch_add(1, std::memory_order_relaxed);
-      return p.out.status() == ipc::PushStatus::timeout ? SendStatus::timeout : SendStatus::broken;
-    }
+    if (p.out.status() != ipc::PushStatus::full) return failed(p, p.out.status());
+    if (auto st = on_full(p, counted_block, p.reserve_bytes); st != SendStatus::ok) return st;
+  }
+}
+
+SendStatus Node::publish_bytes(Peer& p, std::span<const std::byte> bytes) {
+  if (p.slot == slot_) {
+    loopback(copy_words(bytes));
+    ++p.sequence;
+    return SendStatus::ok;
+  }
+  if (!ensure_channel(p)) return SendStatus::broken;
+  bool counted_block = false;
+  for (;;) {
+    auto st = p.out.try_push(schema::kEnvelopeFrame, bytes);
+    if (st == ipc::PushStatus::ok) return published(p);
+    if (st != ipc::PushStatus::full) return failed(p, st);
+    if (auto s2 = on_full(p, counted_block, bytes.size()); s2 != SendStatus::ok) return s2;
   }
 }
 
@@ -552,17 +593,18 @@ std::size_t Node::drain_inbound(Inbound& in) {
                    in.peer);
       continue;
     }
-    if (auto err = schema::validate_envelope(bytes)) {
-      std::fprintf(stderr, "bulkhead: dropped a garbage message from slot %u: %s\n", in.peer,
-                   err->what.c_str());
-      continue;
-    }
     const std::uint32_t peer = in.peer;
     ++depth_;  // the scratch of this depth is in use until deliver returns
-    schema::read_message(bytes, {}, [&](capnp::MessageReader& r) {
-      deliver(r.getRoot<schema::Envelope>(), peer, bytes);
-    });
-    --depth_;
+    struct Depth {
+      int& d;
+      ~Depth() { --d; }
+    } restore{depth_};
+    auto err = schema::read_envelope(
+        bytes, {}, [&](schema::Envelope::Reader env) { deliver(env, peer, bytes); });
+    if (err) {
+      std::fprintf(stderr, "bulkhead: dropped a garbage message from slot %u: %s\n", peer,
+                   err->what.c_str());
+    }
   }
 }
 
@@ -625,42 +667,37 @@ void Node::invoke(std::uint32_t idx, const Message& msg) {
   switch (msg.kind()) {
     case schema::Kind::CALL: {
       From from{msg.sender(), msg.envelope().getCorrelationId()};
-      alignas(8) std::byte area[kFirstSegmentBytes];
+      auto pit = peers_.find(from.caller.worker);
+      if (pit == peers_.end()) return;
+      Peer& caller = pit->second;
+      // The reply envelope is built once, header first, in scratch memory
+      // (the handler may call(), which uses the channels), then pushed with
+      // one copy.
+      if (reply_scratch_.size() <= static_cast<std::size_t>(depth_)) {
+        reply_scratch_.resize(depth_ + 1);
+      }
+      auto& scratch = reply_scratch_[depth_];
+      scratch.resize(reply_reserve_ / sizeof(capnp::word));
+      std::span<std::byte> area{reinterpret_cast<std::byte*>(scratch.data()),
+                                scratch.size() * sizeof(capnp::word)};
       schema::FlatBuilder b(area);
       auto e = b.init_root<schema::Envelope>();
+      e.setKind(schema::Kind::REPLY);
+      set_ref(e.initDestination(), from.caller);
+      set_ref(e.initSource(), ActorRef{slot_, incarnation_, idx});
+      e.setCorrelationId(from.correlation);
       Reply reply(b.message());
       a.handle_call(msg, from, reply);
       if (!reply.answered()) return;  // deferred: ctx().reply(from, ...) later
-      auto root = b.message().getRoot<schema::Envelope>();
-      (void)e;
-      auto pit = peers_.find(from.caller.worker);
-      if (pit == peers_.end()) return;
-      // Copy the user's payload into a reply envelope on the caller's channel.
-      (void)publish(pit->second, [&](schema::Envelope::Builder out) {
-        out.setKind(schema::Kind::REPLY);
-        set_ref(out.initDestination(), from.caller);
-        set_ref(out.initSource(), ActorRef{slot_, incarnation_, idx});
-        out.setCorrelationId(from.correlation);
-        auto src = root.asReader().getPayload();
-        auto dst = out.getPayload();
-        switch (src.which()) {
-          case schema::Envelope::Payload::VALUE:
-            dst.setValue(src.getValue());
-            break;
-          case schema::Envelope::Payload::TYPED:
-            dst.setTyped(src.getTyped());
-            break;
-          case schema::Envelope::Payload::ERROR:
-            dst.setError(src.getError());
-            break;
-          case schema::Envelope::Payload::EXIT_REASON:
-            dst.setExitReason(src.getExitReason());
-            break;
-          case schema::Envelope::Payload::NONE:
-            dst.setNone();
-            break;
-        }
-      });
+      e.setSequence(caller.sequence + 1);
+      if (std::size_t n = b.finish()) {
+        reply_reserve_ = next_reserve(n);
+        (void)publish_bytes(caller, {area.data(), n});
+      } else {
+        auto words = b.flatten();
+        reply_reserve_ = next_reserve(words.size() * sizeof(capnp::word));
+        (void)publish_bytes(caller, as_bytes(words));
+      }
       return;
     }
     case schema::Kind::CAST:
@@ -720,9 +757,11 @@ schema::Value::Reader Message::value() const {
 Message CallResult::reply() const {
   if (!ok()) throw std::logic_error("CallResult::reply() on a failed call");
   // The words were validated on arrival; a reader over them is cheap.
-  static thread_local std::optional<capnp::FlatArrayMessageReader> reader;
-  reader.emplace(kj::ArrayPtr<const capnp::word>(words_.begin(), words_.size()));
-  return Message(reader->getRoot<schema::Envelope>());
+  if (!reader_) {
+    reader_ = std::make_unique<capnp::FlatArrayMessageReader>(
+        kj::ArrayPtr<const capnp::word>(words_.begin(), words_.size()));
+  }
+  return Message(reader_->getRoot<schema::Envelope>());
 }
 
 schema::Envelope::Payload::Builder Reply::payload() {

@@ -105,6 +105,7 @@ class Node {
     ipc::Doorbell bell;
     ipc::ChannelStats* stats = nullptr;
     std::uint64_t sequence = 0;
+    std::size_t reserve_bytes = 256;  // first-segment reservation, adapts to message size
   };
   struct Inbound {
     std::uint32_t peer = 0;
@@ -142,7 +143,14 @@ class Node {
   void on_channel(schema::ChannelInfo::Reader info);
   bool ensure_channel(Peer& p);
   void report_broken(std::uint32_t peer, const std::string& detail);
-  SendStatus publish(Peer& p, const std::function<void(schema::Envelope::Builder)>& fill);
+  template <class Fill>
+  SendStatus publish(Peer& p, Fill&& fill);
+  SendStatus publish_bytes(Peer& p, std::span<const std::byte> bytes);
+  SendStatus on_full(Peer& p, bool& counted_block, std::size_t need);
+  SendStatus published(Peer& p);
+  SendStatus failed(Peer& p, ipc::PushStatus st);
+  void loopback(kj::Array<capnp::word> words);
+  static std::size_t next_reserve(std::size_t used);
   std::size_t drain_inbound(Inbound& in);
   void deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
                std::span<const std::byte> bytes);
@@ -175,7 +183,9 @@ class Node {
   std::uint64_t next_correlation_ = 1;
   std::map<std::uint64_t, Monitor> monitors_;
   std::uint64_t next_monitor_ = 1;
-  int depth_ = 0;  // nested dispatch (calls from handlers)
+  int depth_ = 0;                                        // nested dispatch (calls from handlers)
+  std::vector<std::vector<capnp::word>> reply_scratch_;  // per depth
+  std::size_t reply_reserve_ = 256;
 };
 
 }  // namespace bulkhead::worker
