@@ -75,6 +75,7 @@ struct ToWorker {
     peerUp @3 :PeerInfo;      # a peer (re)started and is ready
     peerDown @4 :PeerDown;    # a peer died: fail pending calls, fire monitors
     channel @5 :ChannelInfo;  # a channel was opened (fd on the socket)
+    channelRefused @6 :UInt32; # no channel to this slot: it is gone (a detached client)
   }
 
   struct Start {

@@ -947,7 +947,8 @@ void Runtime::deliver_inbound_channels(Endpoint& ep) {
 void Runtime::on_open_channel(Endpoint& ep, std::uint32_t to) {
   auto target = endpoints_.find(to);
   if (target == endpoints_.end() || to == ep.slot) {
-    spdlog::warn("{}: asked for a channel to unknown slot {}", ep.path, to);
+    spdlog::info("{}: no channel to slot {}: it is gone", ep.path, to);
+    push_control(ep, [&](schema::ToWorker::Builder m) { m.setChannelRefused(to); });
     return;
   }
   bool fresh = channels_.find({ep.slot, to}) == channels_.end();
@@ -962,7 +963,10 @@ void Runtime::on_broken_channel(Endpoint& consumer, std::uint32_t producer,
   auto it = endpoints_.find(producer);
   if (it == endpoints_.end()) return;
   spdlog::error("{}: channel from {} broken: {}", consumer.path, it->second->path, detail);
-  channels_.erase({producer, consumer.slot});  // a fresh one is made on the next request
+  if (auto ch = channels_.find({producer, consumer.slot}); ch != channels_.end()) {
+    retire_stats(ch->first, ch->second);
+    channels_.erase(ch);  // a fresh one is made on the next request
+  }
   if (it->second->is_client) return;
   auto& c = static_cast<Child&>(*it->second);
   if (c.pid > 0) {
@@ -1327,14 +1331,29 @@ void Runtime::drop_client(Endpoint& ep) {
   ExitInfo why;
   why.kind = ExitInfo::Kind::normal;
   broadcast_down(ep, why);
-  std::erase_if(channels_, [&](const auto& kv) {
-    return kv.first.first == ep.slot || kv.first.second == ep.slot;
-  });
+  for (auto it = channels_.begin(); it != channels_.end();) {
+    if (it->first.first != ep.slot && it->first.second != ep.slot) {
+      ++it;
+      continue;
+    }
+    retire_stats(it->first, it->second);
+    it = channels_.erase(it);
+  }
   spdlog::info("{} detached", ep.path);
   event("client_detached", nullptr, fmt::format(R"("client":"{}")", json_escape(ep.path)));
   std::uint32_t slot = ep.slot;
   endpoints_.erase(slot);
   clients_.erase(slot);  // `ep` is gone
+}
+
+void Runtime::retire_stats(std::pair<std::uint32_t, std::uint32_t> key, Channel& ch) {
+  // A channel that goes away keeps counting for its receiver's statistics.
+  auto view = ipc::channel_view(ch.segment, ch.capacity, key.first, key.second);
+  auto& r = retired_[key.second];
+  r[0] += view.stats->sent.load(std::memory_order_relaxed);
+  r[1] += view.stats->blocked.load(std::memory_order_relaxed);
+  r[2] += view.stats->failed.load(std::memory_order_relaxed);
+  r[3] += view.stats->dropped.load(std::memory_order_relaxed);
 }
 
 void Runtime::dump_stats() {
@@ -1343,6 +1362,13 @@ void Runtime::dump_stats() {
     std::uint64_t sent = 0, blocked = 0, failed = 0, dropped = 0;
   };
   std::map<std::uint32_t, Sum> sums;
+  for (auto& [slot, r] : retired_) {
+    Sum& s = sums[slot];
+    s.sent += r[0];
+    s.blocked += r[1];
+    s.failed += r[2];
+    s.dropped += r[3];
+  }
   for (auto& [key, ch] : channels_) {
     auto view = ipc::channel_view(ch.segment, ch.capacity, key.first, key.second);
     Sum& s = sums[key.second];

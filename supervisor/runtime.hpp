@@ -27,6 +27,7 @@
 // failed to start.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <deque>
@@ -240,6 +241,7 @@ class Runtime {
   Spawned spawn(Child& c, int control_fd);
   void on_zygote_exit(const std::string& binary);
   void dump_stats();
+  void retire_stats(std::pair<std::uint32_t, std::uint32_t> key, Channel& ch);
 
   // --- reporting ---
   void event(const std::string& name, const Child* c, const std::string& extra_json = "");
@@ -255,7 +257,8 @@ class Runtime {
   std::map<std::uint32_t, std::unique_ptr<Endpoint>> clients_;
   std::map<std::pair<std::uint32_t, std::uint32_t>, Channel> channels_;
   std::uint32_t next_client_ = 1;
-  std::map<std::string, std::unique_ptr<Zygote>> zygotes_;  // by worker binary
+  std::map<std::uint32_t, std::array<std::uint64_t, 4>> retired_;  // stats of removed channels
+  std::map<std::string, std::unique_ptr<Zygote>> zygotes_;         // by worker binary
   std::map<int, Watch> watches_;
   std::map<TimerKey, std::function<void()>> timers_;
   std::uint64_t next_timer_id_ = 1;

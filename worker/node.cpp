@@ -203,6 +203,9 @@ void Node::on_control(schema::ToWorker::Reader msg) {
     case schema::ToWorker::CHANNEL:
       on_channel(msg.getChannel());
       break;
+    case schema::ToWorker::CHANNEL_REFUSED:
+      peers_[msg.getChannelRefused()].refused = true;
+      break;
   }
 }
 
@@ -227,8 +230,35 @@ void Node::update_peer(schema::PeerInfo::Reader info) {
   }
 }
 
+void Node::drain_replies_from(std::uint32_t slot) {
+  // Everything the dead peer published is visible now (its last publication
+  // happened before its exit, which happened before this peerDown).  Replies
+  // complete their calls; anything else is kept, in order, for its actor.
+  for (auto& in : inbound_) {
+    if (in->peer != slot) continue;
+    ipc::Frame f;
+    while (in->ring.try_peek(f) == ipc::PopStatus::ok) {
+      auto words = copy_words(f.payload);
+      std::uint32_t kind = f.kind;
+      in->ring.release();
+      if (kind != schema::kEnvelopeFrame) continue;
+      auto bytes = as_bytes(words);
+      std::optional<std::uint32_t> hold_for;
+      (void)schema::read_envelope(bytes, {}, [&](schema::Envelope::Reader env) {
+        if (env.getKind() == schema::Kind::REPLY) {
+          deliver(env, slot, bytes);
+        } else {
+          hold_for = env.getDestination().getActor();
+        }
+      });
+      if (hold_for) held_.push_back(Held{*hold_for, slot, kj::mv(words)});
+    }
+  }
+}
+
 void Node::on_peer_down(schema::PeerDown::Reader down) {
   const std::uint32_t slot = down.getSlot(), inc = down.getIncarnation();
+  drain_replies_from(slot);
   auto pit = peers_.find(slot);
   if (pit != peers_.end() && pit->second.incarnation == inc) pit->second.running = false;
   std::string why = describe(down.getReason());
@@ -299,12 +329,14 @@ void Node::on_channel(schema::ChannelInfo::Reader info) {
 
 bool Node::ensure_channel(Peer& p) {
   if (p.out.attached() && !p.out.broken()) return true;
+  if (p.refused) return false;
   capnp::MallocMessageBuilder mb(16);
   mb.initRoot<schema::ToSupervisor>().setOpenChannel(p.slot);
   auto words = capnp::messageToFlatArray(mb);
   if (!ipc::send_packet(control_fd_, as_bytes(words))) return false;
   const auto deadline = Clock::now() + std::chrono::seconds(5);
   while (!p.out.attached()) {
+    if (p.refused) return false;
     if (!waiter_.wait([&] { return control_.readable(); }, deadline)) return false;
     handle_control();
   }
@@ -334,6 +366,8 @@ std::optional<Node::Resolved> Node::resolve(const Target& t) const {
   const auto& ref = std::get<ActorRef>(t);
   auto p = peers_.find(ref.worker);
   if (p == peers_.end()) return std::nullopt;
+  // A reference to an incarnation that is gone names nobody (noproc).
+  if (ref.incarnation != 0 && ref.incarnation != p->second.incarnation) return std::nullopt;
   std::uint32_t stamp = ref.incarnation;
   if (stamp == 0 && p->second.running) stamp = p->second.incarnation;
   return Resolved{ref.worker, ref.actor, stamp};
@@ -345,7 +379,7 @@ std::size_t Node::next_reserve(std::size_t used) {
   return std::clamp<std::size_t>((used + 64 + 63) & ~std::size_t{63}, 128, 8192);
 }
 
-SendStatus Node::on_full(Peer& p, bool& counted_block, std::size_t need) {
+SendStatus Node::on_full(Peer& p, BlockState& block, std::size_t need) {
   if (p.overflow == schema::Overflow::FAIL) {
     if (p.stats) p.stats->failed.fetch_add(1, std::memory_order_relaxed);
     return SendStatus::overflow;
@@ -354,11 +388,12 @@ SendStatus Node::on_full(Peer& p, bool& counted_block, std::size_t need) {
     if (p.stats) p.stats->dropped.fetch_add(1, std::memory_order_relaxed);
     return SendStatus::dropped;
   }
-  if (!counted_block) {
-    counted_block = true;
+  if (!block.counted) {
+    block.counted = true;
+    block.deadline = Clock::now() + p.block_timeout;
     if (p.stats) p.stats->blocked.fetch_add(1, std::memory_order_relaxed);
   }
-  auto area = p.out.reserve(need, Clock::now() + p.block_timeout);
+  auto area = p.out.reserve(need, *block.deadline);
   if (area.data() == nullptr) {
     if (p.stats) p.stats->failed.fetch_add(1, std::memory_order_relaxed);
     return p.out.status() == ipc::PushStatus::timeout ? SendStatus::timeout : SendStatus::broken;
@@ -406,10 +441,12 @@ SendStatus Node::publish(Peer& p, Fill&& fill) {
     ++p.sequence;
     return SendStatus::ok;
   }
-  if (!ensure_channel(p)) return SendStatus::broken;
-  bool counted_block = false;
+  if (!ensure_channel(p)) return p.refused ? SendStatus::noproc : SendStatus::broken;
+  BlockState block;
   for (;;) {
-    auto area = p.out.try_reserve(p.reserve_bytes);
+    // Never reserve more than the ring takes in one frame.
+    const std::size_t reserve = std::min(p.reserve_bytes, p.out.max_payload());
+    auto area = p.out.try_reserve(reserve);
     if (area.data() != nullptr) {
       schema::FlatBuilder b(area);
       build(b);
@@ -421,26 +458,27 @@ SendStatus Node::publish(Peer& p, Fill&& fill) {
       // Bigger than the reservation: flatten on the heap and push a copy.
       auto words = b.flatten();
       p.reserve_bytes = next_reserve(words.size() * sizeof(capnp::word));
-      return publish_bytes(p, as_bytes(words));
+      return publish_bytes(p, as_bytes(words), &block);
     }
     if (p.out.status() != ipc::PushStatus::full) return failed(p, p.out.status());
-    if (auto st = on_full(p, counted_block, p.reserve_bytes); st != SendStatus::ok) return st;
+    if (auto st = on_full(p, block, reserve); st != SendStatus::ok) return st;
   }
 }
 
-SendStatus Node::publish_bytes(Peer& p, std::span<const std::byte> bytes) {
+SendStatus Node::publish_bytes(Peer& p, std::span<const std::byte> bytes, BlockState* block) {
   if (p.slot == slot_) {
     loopback(copy_words(bytes));
     ++p.sequence;
     return SendStatus::ok;
   }
-  if (!ensure_channel(p)) return SendStatus::broken;
-  bool counted_block = false;
+  if (!ensure_channel(p)) return p.refused ? SendStatus::noproc : SendStatus::broken;
+  BlockState own;
+  if (block == nullptr) block = &own;
   for (;;) {
     auto st = p.out.try_push(schema::kEnvelopeFrame, bytes);
     if (st == ipc::PushStatus::ok) return published(p);
     if (st != ipc::PushStatus::full) return failed(p, st);
-    if (auto s2 = on_full(p, counted_block, bytes.size()); s2 != SendStatus::ok) return s2;
+    if (auto s2 = on_full(p, *block, bytes.size()); s2 != SendStatus::ok) return s2;
   }
 }
 
@@ -536,6 +574,35 @@ void Node::send_error_reply(std::uint32_t sender_slot, schema::Envelope::Reader 
   });
 }
 
+void Node::reply_bad_message(std::uint32_t sender_slot, std::span<const std::byte> bytes,
+                             const std::string& why) {
+  // If the header can still be read and it is a call, its caller is told at
+  // once (bad_message) instead of waiting for its deadline.
+  std::uint64_t corr = 0;
+  std::uint32_t caller_inc = 0, caller_actor = 0, dest_actor = 0;
+  bool is_call = false;
+  (void)schema::read_message(bytes, {}, [&](capnp::MessageReader& r) {
+    auto e = r.getRoot<schema::Envelope>();
+    if (e.getKind() != schema::Kind::CALL) return;
+    corr = e.getCorrelationId();
+    caller_inc = e.getSource().getIncarnation();
+    caller_actor = e.getSource().getActor();
+    dest_actor = e.getDestination().getActor();
+    is_call = true;
+  });
+  auto pit = peers_.find(sender_slot);
+  if (!is_call || pit == peers_.end()) return;
+  (void)publish(pit->second, [&](schema::Envelope::Builder e) {
+    e.setKind(schema::Kind::REPLY);
+    set_ref(e.initDestination(), ActorRef{sender_slot, caller_inc, caller_actor});
+    set_ref(e.initSource(), ActorRef{slot_, incarnation_, dest_actor});
+    e.setCorrelationId(corr);
+    auto err = e.getPayload().initError();
+    err.setCode(schema::ErrorCode::BAD_MESSAGE);
+    err.setMessage("the call was rejected: " + why);
+  });
+}
+
 std::optional<ActorRef> Node::whereis(std::string_view name) const {
   auto it = names_.find(std::string(name));
   if (it == names_.end()) return std::nullopt;
@@ -604,6 +671,7 @@ std::size_t Node::drain_inbound(Inbound& in) {
     if (err) {
       std::fprintf(stderr, "bulkhead: dropped a garbage message from slot %u: %s\n", peer,
                    err->what.c_str());
+      reply_bad_message(peer, bytes, err->what);
     }
   }
 }

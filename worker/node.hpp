@@ -106,6 +106,7 @@ class Node {
     ipc::ChannelStats* stats = nullptr;
     std::uint64_t sequence = 0;
     std::size_t reserve_bytes = 256;  // first-segment reservation, adapts to message size
+    bool refused = false;             // the supervisor has no channel to it (gone for good)
   };
   struct Inbound {
     std::uint32_t peer = 0;
@@ -145,8 +146,17 @@ class Node {
   void report_broken(std::uint32_t peer, const std::string& detail);
   template <class Fill>
   SendStatus publish(Peer& p, Fill&& fill);
-  SendStatus publish_bytes(Peer& p, std::span<const std::byte> bytes);
-  SendStatus on_full(Peer& p, bool& counted_block, std::size_t need);
+  // One send's wait for room: a single deadline and a single `blocked` count,
+  // however many times it finds the ring full.
+  struct BlockState {
+    bool counted = false;
+    std::optional<ipc::Deadline> deadline;
+  };
+  SendStatus publish_bytes(Peer& p, std::span<const std::byte> bytes, BlockState* block = nullptr);
+  SendStatus on_full(Peer& p, BlockState& block, std::size_t need);
+  void drain_replies_from(std::uint32_t slot);
+  void reply_bad_message(std::uint32_t sender_slot, std::span<const std::byte> bytes,
+                         const std::string& why);
   SendStatus published(Peer& p);
   SendStatus failed(Peer& p, ipc::PushStatus st);
   void loopback(kj::Array<capnp::word> words);
