@@ -76,6 +76,7 @@ struct ToWorker {
     peerDown @4 :PeerDown;    # a peer died: fail pending calls, fire monitors
     channel @5 :ChannelInfo;  # a channel was opened (fd on the socket)
     channelRefused @6 :UInt32; # no channel to this slot: it is gone (a detached client)
+    childResult @7 :ChildResult; # the answer to startChild / terminateChild
   }
 
   struct Start {
@@ -94,7 +95,15 @@ struct ToSupervisor {
     exiting @2 :ExitReason;     # about to exit, and why (exception details)
     openChannel @3 :UInt32;     # please open (or re-send) my outbound channel to this slot
     brokenChannel @4 :BrokenChannel;  # a peer broke the ring protocol on a channel to me
+    startChild @5 :Text;        # (clients) start a dynamic child under this simple_one_for_one supervisor
+    terminateChild @6 :Text;    # (clients) stop and remove this dynamic child (its tree path)
   }
+}
+
+struct ChildResult {
+  ok @0 :Bool;        # done
+  childId @1 :Text;   # the child's tree path (a started child's new path)
+  error @2 :Text;     # why not, when not ok
 }
 
 struct BrokenChannel {

@@ -494,7 +494,7 @@ void Runtime::pump(Node& n) {
             c.last_exit = r;
             event("exited", &c, reason_json(r));
             spdlog::error("{}: {}", c.path, r.describe());
-            on_start_failure(n, c, r);
+            if (!fail_requested_start(c, r)) on_start_failure(n, c, r);
           }
         }
         break;
@@ -570,6 +570,10 @@ void Runtime::drain_deferred(Node& n) {
 void Runtime::on_child_started(Node& n, Child& c) {
   c.state = State::running;
   c.ready_at = Clock::now();
+  if (c.notify_started) {
+    child_result(*c.notify_started, true, c.path, "");
+    c.notify_started.reset();
+  }
   if (c.node) event("supervisor_started", &c);
   if (n.current == &c) step_done(n);
 }
@@ -580,11 +584,19 @@ void Runtime::on_child_exit(Node& n, Child& c, ExitInfo reason) {
   c.state = State::idle;
   c.last_exit = reason;
   if (was == State::stopping) {
+    if (c.notify_terminated) {
+      child_result(*c.notify_terminated, true, c.path, "");
+      c.notify_terminated.reset();
+    }
     if (n.current == &c) step_done(n);
     return;
   }
   if (was == State::starting) {
     if (n.current == &c) n.current = nullptr;
+    if (fail_requested_start(c, reason)) {
+      pump(n);
+      return;
+    }
     on_start_failure(n, c, reason);
     return;
   }
@@ -987,6 +999,12 @@ void Runtime::on_endpoint_message(Endpoint& ep, schema::ToSupervisor::Reader msg
     case schema::ToSupervisor::BROKEN_CHANNEL:
       on_broken_channel(ep, msg.getBrokenChannel().getPeer(), msg.getBrokenChannel().getDetail());
       break;
+    case schema::ToSupervisor::START_CHILD:
+      start_dynamic(ep, msg.getStartChild());
+      break;
+    case schema::ToSupervisor::TERMINATE_CHILD:
+      terminate_dynamic(ep, msg.getTerminateChild());
+      break;
     default:
       break;
   }
@@ -1158,6 +1176,8 @@ void Runtime::on_control_readable(Child& c) {
             break;
           case schema::ToSupervisor::OPEN_CHANNEL:
           case schema::ToSupervisor::BROKEN_CHANNEL:
+          case schema::ToSupervisor::START_CHILD:
+          case schema::ToSupervisor::TERMINATE_CHILD:
             on_endpoint_message(c, msg);
             break;
         }
@@ -1445,6 +1465,100 @@ void Runtime::reap_strays() {
       spdlog::debug("reaped pid {}, an orphaned descendant of a worker", pid);
     }
   }
+}
+
+// --- dynamic children ---------------------------------------------------------
+
+Runtime::Node* Runtime::find_node(Node& n, const std::string& path) {
+  if (n.path == path) return &n;
+  for (auto& c : n.children) {
+    if (c->node) {
+      if (Node* found = find_node(*c->node, path)) return found;
+    }
+  }
+  return nullptr;
+}
+
+Runtime::Child* Runtime::find_child(Node& n, const std::string& path) {
+  for (auto& c : n.children) {
+    if (c->path == path) return c.get();
+    if (c->node) {
+      if (Child* found = find_child(*c->node, path)) return found;
+    }
+  }
+  return nullptr;
+}
+
+void Runtime::child_result(std::uint32_t slot, bool ok, const std::string& id,
+                           const std::string& error) {
+  auto it = endpoints_.find(slot);
+  if (it == endpoints_.end()) return;  // the requester is gone
+  push_control(*it->second, [&](schema::ToWorker::Builder m) {
+    auto r = m.initChildResult();
+    r.setOk(ok);
+    r.setChildId(id);
+    r.setError(error);
+  });
+}
+
+bool Runtime::fail_requested_start(Child& c, const ExitInfo& why) {
+  if (!c.notify_started) return false;
+  // As OTP's start_child: a child that fails to start is not kept.
+  child_result(*c.notify_started, false, c.path, why.describe());
+  c.notify_started.reset();
+  c.deleted = true;
+  return true;
+}
+
+void Runtime::start_dynamic(Endpoint& ep, const std::string& sup_path) {
+  Node* n = find_node(root_, sup_path);
+  if (n == nullptr || n->spec->strategy != Strategy::simple_one_for_one ||
+      !n->spec->child_template) {
+    child_result(ep.slot, false, "",
+                 fmt::format("'{}' is not a simple_one_for_one supervisor", sup_path));
+    return;
+  }
+  if (n->phase != Node::Phase::running) {
+    child_result(ep.slot, false, "", fmt::format("supervisor '{}' is not running", sup_path));
+    return;
+  }
+  ChildSpec cs = *n->spec->child_template;
+  cs.id = fmt::format("{}", n->next_dynamic++);
+  Child* c = nullptr;
+  try {
+    c = &add_child(*n, cs);
+  } catch (const std::exception& e) {
+    child_result(ep.slot, false, "", e.what());
+    return;
+  }
+  c->notify_started = ep.slot;
+  spdlog::info("{}: starting dynamic child {} (asked by {})", n->path, c->path, ep.path);
+  event("child_added", c);
+  n->steps.push_back({Step::Kind::start, c});
+  pump(*n);
+}
+
+void Runtime::terminate_dynamic(Endpoint& ep, const std::string& child_path) {
+  Child* c = find_child(root_, child_path);
+  if (c == nullptr || c->owner->spec->strategy != Strategy::simple_one_for_one) {
+    child_result(ep.slot, false, "",
+                 fmt::format("'{}' is not a child of a simple_one_for_one supervisor", child_path));
+    return;
+  }
+  if (c->state == State::waiting) {  // in restart backoff: just do not restart it
+    cancel_timer(c->restart_timer);
+    c->state = State::idle;
+  }
+  if (c->deleted || c->state == State::idle) {
+    c->deleted = true;
+    child_result(ep.slot, true, c->path, "");  // already gone: now it stays gone
+    return;
+  }
+  c->deleted = true;  // terminated on request: never restarted
+  c->notify_terminated = ep.slot;
+  spdlog::info("{}: terminating dynamic child (asked by {})", c->path, ep.path);
+  c->owner->steps.push_back({Step::Kind::stop, c});
+  pump(*c->owner);
 }
 
 }  // namespace bulkhead::supervisor

@@ -132,6 +132,8 @@ class Runtime {
     std::string out_partial;
     TimePoint spawned_at{}, ready_at{};
     std::optional<TimerKey> ready_timer, kill_timer, restart_timer;
+    // A client's start_child / terminate_child waiting for this child: its slot.
+    std::optional<std::uint32_t> notify_started, notify_terminated;
     std::optional<ExitInfo> report;  // what the worker said before exiting
     bool stop_requested = false, ready_timed_out = false, violated = false;
     std::string stop_note;
@@ -229,6 +231,14 @@ class Runtime {
   void drop_client(Endpoint& ep);
   // Handles the ToSupervisor messages common to workers and clients.
   void on_endpoint_message(Endpoint& ep, schema::ToSupervisor::Reader msg);
+  // Dynamic children (simple_one_for_one) at run time.
+  Node* find_node(Node& n, const std::string& path);
+  Child* find_child(Node& n, const std::string& path);
+  void start_dynamic(Endpoint& ep, const std::string& sup_path);
+  void terminate_dynamic(Endpoint& ep, const std::string& child_path);
+  void child_result(std::uint32_t slot, bool ok, const std::string& id, const std::string& error);
+  // A dynamic start that was asked for and failed: answered, child removed.
+  bool fail_requested_start(Child& c, const ExitInfo& why);
 
   // --- loop ---
   void watch(int fd, Watch::Type type, Child* c, Endpoint* ep = nullptr);

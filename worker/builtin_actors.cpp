@@ -337,6 +337,16 @@ class Recorder : public Actor {
                           }),
                           std::chrono::milliseconds(5000));
       if (!r.ok()) throw std::runtime_error("recorder: nested call failed: " + r.error_text());
+    } else if (is_op(v, "monitor")) {
+      ctx().monitor(text_of(arg(v, 1)));
+    }
+  }
+  // Ints sent as infos are recorded like casts; a DOWN is recorded as -1.
+  void handle_info(const Message& msg) override {
+    if (msg.kind() == schema::Kind::DOWN) {
+      seen_.push_back(-1);
+    } else if (msg.envelope().getPayload().isValue() && msg.value().which() == Value::INT) {
+      seen_.push_back(msg.value().getInt());
     }
   }
   void handle_call(const Message& req, const From&, Reply& reply) override {

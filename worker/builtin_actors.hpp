@@ -23,7 +23,9 @@
 //   sleeper   cast (sleep, ms) -> its handler blocks that long (its mailbox
 //             fills up); any other cast counts; call -> casts handled
 // Test actors (tests/integration/messaging_test.cpp):
-//   recorder  cast int -> appends it; cast (nest, to, ms) -> calls `to` with
+//   recorder  cast or info int -> appends it; a DOWN -> appends -1;
+//             cast (monitor, name) -> monitors `name`;
+//             cast (nest, to, ms) -> calls `to` with
 //             (sleep, ms) from inside the handler (stays busy meanwhile);
 //             call (sleep, ms) -> sleeps, answers ok; any other call -> the
 //             list of ints received so far, in arrival order

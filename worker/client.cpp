@@ -87,4 +87,13 @@ std::uint32_t Client::slot() const {
   return node_->slot();
 }
 
+std::string Client::start_child(const std::string& supervisor_path,
+                                std::chrono::milliseconds timeout) {
+  return node_->request_child(true, supervisor_path, timeout);
+}
+
+void Client::terminate_child(const std::string& child_path, std::chrono::milliseconds timeout) {
+  (void)node_->request_child(false, child_path, timeout);
+}
+
 }  // namespace bulkhead::worker

@@ -38,6 +38,15 @@ class Client {
   SendStatus cast(const Target& to, const PayloadFn& request);
   SendStatus send(const Target& to, const PayloadFn& msg);
   std::optional<ActorRef> whereis(std::string_view name);
+  // Starts a dynamic child under the simple_one_for_one supervisor at
+  // `supervisor_path` (e.g. "root/jobs"); returns its path once it is ready.
+  // Throws std::runtime_error with the reason (not such a supervisor, the
+  // child failed to start, ...).
+  std::string start_child(const std::string& supervisor_path,
+                          std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  // Stops and removes a dynamic child (never restarted); throws likewise.
+  void terminate_child(const std::string& child_path,
+                       std::chrono::milliseconds timeout = std::chrono::seconds(30));
   // Processes pending updates from the supervisor (peers up/down) without blocking.
   void poll();
   [[nodiscard]] std::uint32_t slot() const;

@@ -206,6 +206,11 @@ void Node::on_control(schema::ToWorker::Reader msg) {
     case schema::ToWorker::CHANNEL_REFUSED:
       peers_[msg.getChannelRefused()].refused = true;
       break;
+    case schema::ToWorker::CHILD_RESULT: {
+      auto r = msg.getChildResult();
+      child_answer_ = ChildAnswer{r.getOk(), r.getChildId(), r.getError()};
+      break;
+    }
   }
 }
 
@@ -367,7 +372,9 @@ std::optional<Node::Resolved> Node::resolve(const Target& t) const {
   auto p = peers_.find(ref.worker);
   if (p == peers_.end()) return std::nullopt;
   // A reference to an incarnation that is gone names nobody (noproc).
-  if (ref.incarnation != 0 && ref.incarnation != p->second.incarnation) return std::nullopt;
+  if (ref.incarnation != 0 && (ref.incarnation != p->second.incarnation || !p->second.running)) {
+    return std::nullopt;
+  }
   std::uint32_t stamp = ref.incarnation;
   if (stamp == 0 && p->second.running) stamp = p->second.incarnation;
   return Resolved{ref.worker, ref.actor, stamp};
@@ -603,6 +610,33 @@ void Node::reply_bad_message(std::uint32_t sender_slot, std::span<const std::byt
   });
 }
 
+std::string Node::request_child(bool start, const std::string& path,
+                                std::chrono::milliseconds timeout) {
+  capnp::MallocMessageBuilder mb;
+  auto m = mb.initRoot<schema::ToSupervisor>();
+  if (start) {
+    m.setStartChild(path);
+  } else {
+    m.setTerminateChild(path);
+  }
+  auto words = capnp::messageToFlatArray(mb);
+  child_answer_.reset();
+  if (!ipc::send_packet(control_fd_, as_bytes(words))) {
+    throw std::runtime_error("the supervisor is gone");
+  }
+  const auto deadline = Clock::now() + timeout;
+  while (!child_answer_) {
+    if (!waiter_.wait([&] { return control_.readable(); }, deadline)) {
+      throw std::runtime_error("no answer from the supervisor within the timeout");
+    }
+    handle_control();
+  }
+  ChildAnswer a = std::move(*child_answer_);
+  child_answer_.reset();
+  if (!a.ok) throw std::runtime_error(a.error);
+  return a.id;
+}
+
 std::optional<ActorRef> Node::whereis(std::string_view name) const {
   auto it = names_.find(std::string(name));
   if (it == names_.end()) return std::nullopt;
@@ -706,7 +740,12 @@ void Node::deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
       }
       const std::uint32_t stamp = env.getDestination().getIncarnation();
       if (env.getKind() == schema::Kind::CALL && stamp != 0 && stamp != incarnation_) {
-        return;  // meant for an incarnation that died: its caller was told so
+        // Meant for an incarnation that died: say so (its caller may not
+        // have heard of the death yet).
+        send_error_reply(
+            sender_slot, env, schema::ErrorCode::NOPROC,
+            fmt::format("incarnation {} of slot {} is gone (now {})", stamp, slot_, incarnation_));
+        return;
       }
       bool queued =
           std::any_of(held_.begin(), held_.end(), [&](const Held& h) { return h.actor == idx; });

@@ -85,6 +85,12 @@ class Node {
   MonitorRef monitor(std::uint32_t watcher, const Target& target);
   void demonitor(MonitorRef ref);
 
+  // Asks the supervisor to start a dynamic child under the simple_one_for_one
+  // supervisor `path` (start = true) or to terminate the child `path`;
+  // waits for the answer.  Returns the child's path, or throws
+  // std::runtime_error with the supervisor's reason.
+  std::string request_child(bool start, const std::string& path, std::chrono::milliseconds timeout);
+
   [[nodiscard]] std::uint32_t slot() const noexcept { return slot_; }
   [[nodiscard]] std::uint32_t incarnation() const noexcept { return incarnation_; }
   [[nodiscard]] int control_fd() const noexcept { return control_fd_; }
@@ -193,6 +199,11 @@ class Node {
   std::uint64_t next_correlation_ = 1;
   std::map<std::uint64_t, Monitor> monitors_;
   std::uint64_t next_monitor_ = 1;
+  struct ChildAnswer {
+    bool ok = false;
+    std::string id, error;
+  };
+  std::optional<ChildAnswer> child_answer_;
   int depth_ = 0;                                        // nested dispatch (calls from handlers)
   std::vector<std::vector<capnp::word>> reply_scratch_;  // per depth
   std::size_t reply_reserve_ = 256;

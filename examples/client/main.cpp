@@ -1,10 +1,14 @@
 // examples/client: a plain program outside the tree calling actors by name.
 //
 //   bulkhead-example-client SOCKET NAME [N]
-// calls actor NAME with the int N (default 42) and prints the reply, then
-// casts `inc` to it and calls `get` (meaningful for a `counter`).  SOCKET is
-// the supervisor's attach socket (printed at its start-up).
-// Exit codes: 0 ok, 1 the call failed (the error is printed), 2 usage.
+//       calls actor NAME with the int N (default 42) and prints the reply
+//   bulkhead-example-client SOCKET --start-child SUPERVISOR
+//       starts a dynamic child under a simple_one_for_one supervisor
+//       (e.g. root/jobs) and prints its path once it is ready
+//   bulkhead-example-client SOCKET --terminate-child CHILD
+//       stops and removes a dynamic child (e.g. root/jobs/2)
+// SOCKET is the supervisor's attach socket (logged at its start-up).
+// Exit codes: 0 ok, 1 the request failed (the reason is printed), 2 usage.
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -23,6 +27,19 @@ int main(int argc, char** argv) {
   long long n = argc > 3 ? std::atoll(argv[3]) : 42;
   try {
     auto client = worker::Client::connect(argv[1]);
+    if (name == "--start-child" || name == "--terminate-child") {
+      if (argc != 4) {
+        std::fprintf(stderr, "usage: %s SOCKET %s PATH\n", argv[0], name.c_str());
+        return 2;
+      }
+      if (name == "--start-child") {
+        std::printf("%s\n", client->start_child(argv[3]).c_str());
+      } else {
+        client->terminate_child(argv[3]);
+        std::printf("terminated %s\n", argv[3]);
+      }
+      return 0;
+    }
     auto r = client->call(
         name, worker::value_payload([&](schema::Value::Builder v) { v.setInt(n); }), 2s);
     if (!r.ok()) {
