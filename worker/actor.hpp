@@ -181,6 +181,15 @@ class Context {
   // target's worker dies.  A target that is already gone gets DOWN at once.
   virtual MonitorRef monitor(const Target& target) = 0;
   virtual void demonitor(MonitorRef ref) = 0;
+  // Links this actor and `target`, both ways: when the worker of either
+  // dies, the other gets an exit signal.  An actor that traps exits gets it
+  // as a message at handle_info (kind exit, payload exitReason); one that
+  // does not dies with it (its worker ends with reason exception
+  // "bulkhead::linked_exit", naming the linked actor), unless the reason was
+  // normal or shutdown.  A target that is not running is noproc.
+  virtual SendStatus link(const Target& target) = 0;
+  virtual void unlink(const Target& target) = 0;
+  virtual void trap_exit(bool on) = 0;
   // This actor.
   [[nodiscard]] virtual ActorRef self() const = 0;
 };

@@ -516,6 +516,36 @@ class Garbler : public Actor {
   }
 };
 
+// Links and trap_exit: call (link, name) links to it; call (trap, 0|1)
+// sets trap_exit; call exits -> the exit reasons received while trapping.
+class Linker : public Actor {
+ public:
+  void handle_call(const Message& req, const From&, Reply& reply) override {
+    auto v = req.value();
+    if (is_op(v, "link")) {
+      auto st = ctx().link(text_of(arg(v, 1)));
+      reply.value().setSymbol(to_string(st));
+    } else if (is_op(v, "trap")) {
+      ctx().trap_exit(arg(v, 1).getInt() != 0);
+      reply.value().setSymbol("ok");
+    } else {
+      auto l = reply.value().initList(static_cast<unsigned>(exits_.size()));
+      for (unsigned i = 0; i < exits_.size(); ++i) l[i].setText(exits_[i]);
+    }
+  }
+  void handle_info(const Message& msg) override {
+    if (msg.kind() != schema::Kind::EXIT) return;
+    auto r = msg.envelope().getPayload().getExitReason();
+    exits_.push_back(r.isSignal() ? "signal " + std::to_string(r.getSignal().getNumber())
+                     : r.isException()
+                         ? std::string("exception ") + r.getException().getType().cStr()
+                         : "other");
+  }
+
+ private:
+  std::vector<std::string> exits_;
+};
+
 }  // namespace
 
 void register_builtin_actors(ActorRegistry& registry) {
@@ -529,6 +559,7 @@ void register_builtin_actors(ActorRegistry& registry) {
   registry.add<Deferred>("deferred");
   registry.add<Pinger>("pinger");
   registry.add<Sleeper>("sleeper");
+  registry.add<Linker>("linker");
   registry.add<Recorder>("recorder");
   registry.add<Feeder>("feeder");
   registry.add<Garbler>("garbler");

@@ -20,6 +20,9 @@
 //             call (flood, to, n) -> n casts to `to` then one call, answers
 //             elapsed ns; (monitor, to) -> monitors `to`, answers ok;
 //             call downs -> the DOWN reasons received, as a list of text
+//   linker    call (link, name) -> links to that actor (answers the send
+//             status); call (trap, 0|1) -> trap_exit; call exits -> the exit
+//             reasons it received while trapping, as text
 //   sleeper   cast (sleep, ms) -> its handler blocks that long (its mailbox
 //             fills up); any other cast counts; call -> casts handled
 // Test actors (tests/integration/messaging_test.cpp):

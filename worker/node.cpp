@@ -274,6 +274,33 @@ void Node::on_peer_down(schema::PeerDown::Reader down) {
     p.result.text_ = fmt::format("callee {} (slot {}, incarnation {}) died: {}",
                                  pit != peers_.end() ? pit->second.child : "?", slot, inc, why);
   }
+  // Links: an exit signal for each local actor linked to the dead incarnation.
+  const bool quiet = down.getReason().isNormal() || down.getReason().isShutdown();
+  for (auto it = links_.begin(); it != links_.end();) {
+    if (it->remote.worker != slot || it->remote.incarnation != inc) {
+      ++it;
+      continue;
+    }
+    const std::uint32_t local = it->local;
+    if (local < trapping_.size() && trapping_[local]) {
+      capnp::MallocMessageBuilder mb;
+      auto e = mb.initRoot<schema::Envelope>();
+      e.setKind(schema::Kind::EXIT);
+      set_ref(e.initSource(), it->remote);
+      set_ref(e.initDestination(), ActorRef{slot_, incarnation_, local});
+      e.getPayload().setExitReason(down.getReason());
+      held_.push_back(Held{local, slot, capnp::messageToFlatArray(mb)});
+    } else if (!quiet && !linked_death_) {
+      std::string name = actors_ && local < actors_->size() ? (*actors_)[local]->name() : "";
+      std::string remote = pit != peers_.end() && it->remote.actor < pit->second.names.size()
+                               ? pit->second.names[it->remote.actor]
+                               : "";
+      linked_death_ = LinkedDeath{
+          name, fmt::format("linked actor {} in {} exited: {}", remote.empty() ? "?" : remote,
+                            pit != peers_.end() ? pit->second.child : "?", why)};
+    }
+    it = links_.erase(it);
+  }
   for (auto it = monitors_.begin(); it != monitors_.end();) {
     const Monitor& m = it->second;
     if (m.target.worker != slot || (m.target.incarnation != inc && m.target.incarnation != 0)) {
@@ -668,6 +695,28 @@ void Node::demonitor(MonitorRef ref) {
   monitors_.erase(ref.id);
 }
 
+void Node::trap_exit(std::uint32_t local, bool on) {
+  if (trapping_.size() <= local) trapping_.resize(local + 1, false);
+  trapping_[local] = on;
+}
+
+SendStatus Node::link(std::uint32_t local, const Target& target, bool set) {
+  auto r = resolve(target);
+  if (!r) return SendStatus::noproc;
+  auto p = peers_.find(r->slot);
+  if (p == peers_.end() || !p->second.running) return SendStatus::noproc;
+  ActorRef remote{r->slot, p->second.incarnation, r->actor};
+  std::erase_if(links_, [&](const Link& l) { return l.local == local && l.remote == remote; });
+  if (set) links_.push_back(Link{local, remote});
+  // The other end records (or forgets) the link too: a control envelope.
+  return publish(p->second, [&](schema::Envelope::Builder e) {
+    e.setKind(schema::Kind::CONTROL);
+    set_ref(e.initDestination(), remote);
+    set_ref(e.initSource(), ActorRef{slot_, incarnation_, local});
+    e.getPayload().initValue().setSymbol(set ? "link" : "unlink");
+  });
+}
+
 // --- receiving --------------------------------------------------------------
 
 std::size_t Node::drain_inbound(Inbound& in) {
@@ -757,6 +806,19 @@ void Node::deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
       msg.sender_ =
           ActorRef{sender_slot, env.getSource().getIncarnation(), env.getSource().getActor()};
       invoke(idx, msg);
+      return;
+    }
+    case schema::Kind::CONTROL: {
+      // link / unlink from a peer actor: bookkeeping only, no handler runs.
+      auto p = env.getPayload();
+      if (!p.isValue() || p.getValue().which() != schema::Value::SYMBOL) return;
+      std::string_view op(p.getValue().getSymbol().cStr(), p.getValue().getSymbol().size());
+      const std::uint32_t local = env.getDestination().getActor();
+      ActorRef remote{sender_slot, env.getSource().getIncarnation(), env.getSource().getActor()};
+      std::erase_if(links_, [&](const Link& l) { return l.local == local && l.remote == remote; });
+      if (op == "link" && actors_ != nullptr && local < actors_->size()) {
+        links_.push_back(Link{local, remote});
+      }
       return;
     }
     default:

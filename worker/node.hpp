@@ -84,6 +84,15 @@ class Node {
   std::optional<ActorRef> whereis(std::string_view name) const;
   MonitorRef monitor(std::uint32_t watcher, const Target& target);
   void demonitor(MonitorRef ref);
+  // Links (set = true) or unlinks `local` and `target` (see Context::link).
+  SendStatus link(std::uint32_t local, const Target& target, bool set);
+  void trap_exit(std::uint32_t local, bool on);
+  struct LinkedDeath {
+    std::string actor;  // the local actor that dies
+    std::string why;    // which linked actor died, and how
+  };
+  // Set when a linked peer died and the local actor does not trap exits.
+  [[nodiscard]] const std::optional<LinkedDeath>& linked_death() const { return linked_death_; }
 
   // Asks the supervisor to start a dynamic child under the simple_one_for_one
   // supervisor `path` (start = true) or to terminate the child `path`;
@@ -198,6 +207,13 @@ class Node {
   std::unordered_map<std::uint64_t, Pending> pending_;
   std::uint64_t next_correlation_ = 1;
   std::map<std::uint64_t, Monitor> monitors_;
+  struct Link {
+    std::uint32_t local = 0;
+    ActorRef remote;
+  };
+  std::vector<Link> links_;
+  std::vector<bool> trapping_;  // per local actor
+  std::optional<LinkedDeath> linked_death_;
   std::uint64_t next_monitor_ = 1;
   struct ChildAnswer {
     bool ok = false;

@@ -199,6 +199,9 @@ class ActorContext final : public Context {
   std::optional<ActorRef> whereis(std::string_view name) override { return node_.whereis(name); }
   MonitorRef monitor(const Target& target) override { return node_.monitor(index_, target); }
   void demonitor(MonitorRef ref) override { node_.demonitor(ref); }
+  SendStatus link(const Target& target) override { return node_.link(index_, target, true); }
+  void unlink(const Target& target) override { (void)node_.link(index_, target, false); }
+  void trap_exit(bool on) override { node_.trap_exit(index_, on); }
   [[nodiscard]] ActorRef self() const override {
     return ActorRef{node_.slot(), node_.incarnation(), index_};
   }
@@ -244,6 +247,13 @@ class Dispatcher {
       node.wait(std::nullopt);
       if (int code = guarded_dispatch(node); code >= 0) return code;
       if (node.stop_requested()) return stop();
+      if (auto death = node.linked_death()) {
+        // A linked actor died and this one does not trap exits: it dies too,
+        // and with it this worker (actors of a worker share its fate).
+        report_exception(control_fd_, death->actor, "bulkhead::linked_exit", death->why);
+        std::fflush(nullptr);
+        ::_exit(kExitException);
+      }
       if (int code = drain_signals(node); code >= 0) return code;
     }
   }

@@ -1326,6 +1326,103 @@ intensity = 100
   EXPECT_EQ(texts_of(client().call("pinger", P(S("downs")), 2s)).size(), want.size());
 }
 
+TEST_F(Messaging, ALinkedActorThatTrapsExitsGetsTheExitReasonAsAMessage) {
+  start(tree(R"(
+[[root.children]]
+id = "a"
+actors = [{ type = "linker", name = "linker" }]
+
+[[root.children]]
+id = "b"
+actors = [{ type = "crasher", name = "segv", args = { mode = "segv" } }]
+)"));
+  ASSERT_TRUE(is_sym(client().call("linker", P(Tup({S("trap"), I(1)})), 2s), "ok"));
+  ASSERT_TRUE(is_sym(client().call("linker", P(Tup({S("link"), S("segv")})), 2s), "ok"));
+  const pid_t a_pid = pid_of("root/a");
+  std::size_t m = mark();
+  kill_child("root/b", SIGUSR1);  // segfaults
+  ASSERT_TRUE(wait_event(ev("exited", "root/b", 1), m));
+  std::vector<std::string> exits;
+  const auto deadline = Clock::now() + 5s;
+  while (exits.empty() && Clock::now() < deadline) {
+    exits = texts_of(client().call("linker", P(S("exits")), 2s));
+    if (exits.empty()) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(exits, std::vector<std::string>{"signal 11"});
+  EXPECT_EQ(pid_of("root/a"), a_pid) << "a trapping actor survives its link's death";
+}
+
+TEST_F(Messaging, ALinkedActorThatDoesNotTrapDiesWithItsLink) {
+  start(tree(R"(
+[[root.children]]
+id = "a"
+actors = [{ type = "linker", name = "linker" }]
+
+[[root.children]]
+id = "b"
+actors = [{ type = "crasher", name = "thr", args = { mode = "throw" } }]
+)"));
+  ASSERT_TRUE(is_sym(client().call("linker", P(Tup({S("link"), S("thr")})), 2s), "ok"));
+  std::size_t m = mark();
+  kill_child("root/b", SIGUSR1);  // throws
+  auto e = wait_event(ev("exited", "root/a", 1), m);
+  ASSERT_TRUE(e) << "the linked worker must die too";
+  EXPECT_EQ(e->get("reason"), "exception");
+  EXPECT_EQ(e->get("exception_type"), "bulkhead::linked_exit");
+  EXPECT_NE(e->get("reason_text").find("thr"), std::string::npos) << e->str();
+  // ... and is restarted by its supervisor like any crash.
+  EXPECT_TRUE(wait_event(ev("ready", "root/a", 2), m));
+}
+
+TEST_F(Messaging, ALinkIsTwoWayAndANormalExitDoesNotPropagate) {
+  start(tree(R"(
+[[root.children]]
+id = "a"
+actors = [{ type = "linker", name = "first" }]
+
+[[root.children]]
+id = "b"
+actors = [{ type = "linker", name = "second" }]
+
+[[root.children]]
+id = "c"
+actors = [{ type = "crasher", name = "ex0", args = { mode = "exit", code = 0 } }]
+restart = "transient"
+)"));
+  // second traps; first links to it, then first's worker is killed: second
+  // hears of it although it never called link itself.
+  ASSERT_TRUE(is_sym(client().call("second", P(Tup({S("trap"), I(1)})), 2s), "ok"));
+  ASSERT_TRUE(is_sym(client().call("first", P(Tup({S("link"), S("second")})), 2s), "ok"));
+  // A normal exit of a linked actor does not kill a non-trapping one.
+  ASSERT_TRUE(is_sym(client().call("second", P(Tup({S("link"), S("ex0")})), 2s), "ok"));
+  ASSERT_TRUE(is_sym(client().call("first", P(Tup({S("link"), S("ex0")})), 2s), "ok"));
+  std::size_t m = mark();
+  kill_child("root/c", SIGUSR1);  // exits 0: normal
+  ASSERT_TRUE(wait_event(ev("exited", "root/c", 1), m));
+  std::this_thread::sleep_for(200ms);
+  EXPECT_FALSE(find_event(ev("exited", "root/a", 1), m)) << "normal exits do not propagate";
+  m = mark();
+  kill_child("root/a", SIGKILL);
+  ASSERT_TRUE(wait_event(ev("exited", "root/a", 1), m));
+  std::vector<std::string> exits;
+  const auto deadline = Clock::now() + 5s;
+  while (exits.size() < 2 && Clock::now() < deadline) {
+    exits = texts_of(client().call("second", P(S("exits")), 2s));
+    if (exits.size() < 2) std::this_thread::sleep_for(10ms);
+  }
+  // second trapped: it got ex0's normal exit and first's SIGKILL.
+  EXPECT_EQ(exits, (std::vector<std::string>{"other", "signal 9"}));
+}
+
+TEST_F(Messaging, LinkingToANameThatIsNotRunningIsNoproc) {
+  start(tree(R"(
+[[root.children]]
+id = "a"
+actors = [{ type = "linker", name = "linker" }]
+)"));
+  EXPECT_TRUE(is_sym(client().call("linker", P(Tup({S("link"), S("nobody")})), 2s), "noproc"));
+}
+
 // ============================================================================
 // registry
 
