@@ -62,7 +62,20 @@ bool is_op(Value::Reader v, const char* op) {
 class Echo : public Actor {
  public:
   void handle_call(const Message& req, const From&, Reply& reply) override {
-    reply.payload().setValue(req.value());
+    // Any payload comes back as it came: a Value or the caller's own struct.
+    auto in = req.envelope().getPayload();
+    auto out = reply.payload();
+    switch (in.which()) {
+      case schema::Envelope::Payload::VALUE:
+        out.setValue(in.getValue());
+        break;
+      case schema::Envelope::Payload::TYPED:
+        out.setTyped(in.getTyped());
+        break;
+      default:
+        out.setNone();
+        break;
+    }
   }
   void handle_cast(const Message& msg) override { log("cast", msg); }
   void handle_info(const Message& msg) override { log("info", msg); }

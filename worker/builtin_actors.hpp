@@ -2,7 +2,7 @@
 //
 // Small, real actors for examples, fault tests and benchmarks.  Requests are
 // Values; "op" below is a symbol, "(op, x)" a tuple.
-//   echo      call X -> X (echoes any Value); cast/info: logs it
+//   echo      call X -> X (any Value, or a typed payload); cast/info: logs it
 //   counter   cast inc | (add, n); call get -> count; terminate logs the count
 //   crasher   on info `usr1` (SIGUSR1) or call `crash` fails as args.mode says:
 //             "segv" (null dereference), "throw" (std::runtime_error),

@@ -1423,6 +1423,29 @@ actors = [{ type = "linker", name = "linker" }]
   EXPECT_TRUE(is_sym(client().call("linker", P(Tup({S("link"), S("nobody")})), 2s), "noproc"));
 }
 
+TEST_F(Messaging, TypedPayloadsOfTheUsersOwnStructTravelBothWays) {
+  start(tree(R"(
+[[root.children]]
+id = "a"
+actors = [{ type = "echo", name = "echo" }]
+)"));
+  // Any Cap'n Proto struct of the user's; here one of the schema's own.
+  auto r = client().call("echo",
+                         bulkhead::worker::typed_payload<bulkhead::schema::ActorRef>(
+                             [](bulkhead::schema::ActorRef::Builder b) {
+                               b.setWorker(7);
+                               b.setActor(42);
+                             }),
+                         2s);
+  ASSERT_TRUE(r.ok()) << show(r);
+  auto back = r.reply().as<bulkhead::schema::ActorRef>();
+  EXPECT_EQ(back.getWorker(), 7u);
+  EXPECT_EQ(back.getActor(), 42u);
+  // Reading it as another type is refused, not misread.
+  EXPECT_THROW((void)r.reply().as<bulkhead::schema::TypedPayload>(), std::invalid_argument);
+  EXPECT_THROW((void)r.reply().value(), std::invalid_argument);
+}
+
 // ============================================================================
 // registry
 
