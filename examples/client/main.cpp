@@ -7,6 +7,9 @@
 //       (e.g. root/jobs) and prints its path once it is ready
 //   bulkhead-example-client SOCKET --terminate-child CHILD
 //       stops and removes a dynamic child (e.g. root/jobs/2)
+//   bulkhead-example-client SOCKET --relay RELAY TARGET [N]
+//       asks the `relay` actor RELAY to call TARGET with N: a call from one
+//       worker to another, answered back through the relay
 // SOCKET is the supervisor's attach socket (logged at its start-up).
 // Exit codes: 0 ok, 1 the request failed (the reason is printed), 2 usage.
 #include <cstdio>
@@ -27,6 +30,28 @@ int main(int argc, char** argv) {
   long long n = argc > 3 ? std::atoll(argv[3]) : 42;
   try {
     auto client = worker::Client::connect(argv[1]);
+    if (name == "--relay") {
+      if (argc < 5) {
+        std::fprintf(stderr, "usage: %s SOCKET --relay RELAY TARGET [N]\n", argv[0]);
+        return 2;
+      }
+      std::string relay = argv[3], target = argv[4];
+      long long x = argc > 5 ? std::atoll(argv[5]) : 42;
+      auto r = client->call(relay, worker::value_payload([&](schema::Value::Builder v) {
+                              auto t = v.initTuple(2);
+                              t[0].setText(target);
+                              t[1].setInt(x);
+                            }),
+                            5s);
+      if (!r.ok()) {
+        std::fprintf(stderr, "call %s: %s: %s\n", relay.c_str(), worker::to_string(r.error()),
+                     r.error_text().c_str());
+        return 1;
+      }
+      std::printf("%s replied %lld through %s\n", target.c_str(),
+                  static_cast<long long>(r.value().getInt()), relay.c_str());
+      return 0;
+    }
     if (name == "--start-child" || name == "--terminate-child") {
       if (argc != 4) {
         std::fprintf(stderr, "usage: %s SOCKET %s PATH\n", argv[0], name.c_str());
