@@ -720,9 +720,13 @@ SendStatus Node::link(std::uint32_t local, const Target& target, bool set) {
 // --- receiving --------------------------------------------------------------
 
 std::size_t Node::drain_inbound(Inbound& in) {
+  // At most kDrainBatch frames per ring per pass: one busy sender must not
+  // starve the other rings or the control ring (peerDown, stop).  What is
+  // left keeps the ring readable, so the next wait returns at once.
+  constexpr std::size_t kDrainBatch = 64;
   std::size_t n = 0;
   ipc::Frame f;
-  for (;;) {
+  while (n < kDrainBatch) {
     auto st = in.ring.try_peek(f);
     if (st == ipc::PopStatus::empty) return n;
     if (st == ipc::PopStatus::broken) {
@@ -757,6 +761,7 @@ std::size_t Node::drain_inbound(Inbound& in) {
       reply_bad_message(peer, bytes, err->what);
     }
   }
+  return n;
 }
 
 void Node::deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
