@@ -192,7 +192,7 @@ class RingConsumer {
   [[nodiscard]] PopStatus try_pop(std::uint32_t& kind, std::span<std::byte> dst,
                                   std::size_t& len) noexcept;
   // True if a frame (or a fault) is waiting: cheap, for wait predicates.
-  [[nodiscard]] bool readable() noexcept;
+  [[nodiscard]] bool readable() const noexcept;
 
   [[nodiscard]] bool broken() const noexcept { return broken_; }
   [[nodiscard]] const RingFault& fault() const noexcept { return fault_; }
@@ -272,7 +272,7 @@ inline PushStatus RingProducer::try_push(std::uint32_t kind,
   return PushStatus::ok;
 }
 
-inline bool RingConsumer::readable() noexcept {
+inline bool RingConsumer::readable() const noexcept {
   if (broken_) return true;
   if (tail_cache_ != head_) return true;
   // Relaxed is enough for a hint; try_peek() does the acquire.

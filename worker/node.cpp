@@ -131,9 +131,9 @@ std::optional<schema::ToWorker::Start::Reader> Node::wait_for_start(
 }
 
 bool Node::ready() const {
-  if (const_cast<ipc::RingConsumer&>(control_).readable()) return true;  // logically const
+  if (control_.readable()) return true;
   for (const auto& in : inbound_) {
-    if (const_cast<ipc::RingConsumer&>(in->ring).readable()) return true;
+    if (in->ring.readable()) return true;
   }
   for (const auto& h : held_) {
     if (h.actor >= busy_.size() || busy_[h.actor] == 0) return true;
@@ -832,6 +832,17 @@ void Node::deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
 }
 
 void Node::invoke(std::uint32_t idx, const Message& msg) {
+  try {
+    run_handler(idx, msg);
+  } catch (...) {
+    // The innermost failing handler is the one to name (nested calls unwind
+    // through their callers' handlers too).
+    if (!failed_actor_) failed_actor_ = idx;
+    throw;
+  }
+}
+
+void Node::run_handler(std::uint32_t idx, const Message& msg) {
   Actor& a = *(*actors_)[idx];
   struct Busy {
     int& n;

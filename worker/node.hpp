@@ -93,6 +93,8 @@ class Node {
   };
   // Set when a linked peer died and the local actor does not trap exits.
   [[nodiscard]] const std::optional<LinkedDeath>& linked_death() const { return linked_death_; }
+  // The actor whose handler raised the exception now propagating, if any.
+  [[nodiscard]] std::optional<std::uint32_t> failed_actor() const { return failed_actor_; }
 
   // Asks the supervisor to start a dynamic child under the simple_one_for_one
   // supervisor `path` (start = true) or to terminate the child `path`;
@@ -180,6 +182,7 @@ class Node {
   void deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
                std::span<const std::byte> bytes);
   void invoke(std::uint32_t actor, const Message& msg);
+  void run_handler(std::uint32_t actor, const Message& msg);
   void deliver_held();
   void send_error_reply(std::uint32_t sender_slot, schema::Envelope::Reader call,
                         schema::ErrorCode code, const std::string& text);
@@ -214,6 +217,7 @@ class Node {
   std::vector<Link> links_;
   std::vector<bool> trapping_;  // per local actor
   std::optional<LinkedDeath> linked_death_;
+  std::optional<std::uint32_t> failed_actor_;
   std::uint64_t next_monitor_ = 1;
   struct ChildAnswer {
     bool ok = false;

@@ -254,7 +254,7 @@ class Dispatcher {
         std::fflush(nullptr);
         ::_exit(kExitException);
       }
-      if (int code = drain_signals(node); code >= 0) return code;
+      if (int code = drain_signals(); code >= 0) return code;
     }
   }
 
@@ -288,30 +288,23 @@ class Dispatcher {
     return -1;
   }
 
-  // Runs the node's dispatch; an exception escaping a handler ends the worker.
+  // Runs the node's dispatch; an exception escaping a handler ends the worker,
+  // with a report naming the actor whose handler raised it.
   int guarded_dispatch(Node& node) {
     try {
       node.dispatch_available();
       return -1;
-    } catch (const std::exception& e) {
-      // Which actor? The node does not know; the report names the type.
-      auto [type, what] = describe_current_exception();
-      report_exception(control_fd_, current_actor_name(), type, what);
-      std::fflush(nullptr);
-      ::_exit(kExitException);
     } catch (...) {
       auto [type, what] = describe_current_exception();
-      report_exception(control_fd_, current_actor_name(), type, what);
+      std::string actor;
+      if (auto idx = node.failed_actor(); idx && *idx < actors_.size()) {
+        const Actor& a = *actors_[*idx];
+        actor = a.name().empty() ? a.type() : a.name();
+      }
+      report_exception(control_fd_, actor, type, what);
       std::fflush(nullptr);
       ::_exit(kExitException);
     }
-  }
-
-  std::string current_actor_name() const {
-    std::string names;
-    for (const auto& a : actors_)
-      names += (names.empty() ? "" : ",") + (a->name().empty() ? a->type() : a->name());
-    return actors_.size() == 1 ? names : "";
   }
 
   int stop() {
@@ -324,8 +317,7 @@ class Dispatcher {
     return kExitOk;
   }
 
-  int drain_signals(Node& node) {
-    (void)node;
+  int drain_signals() {
     std::uint32_t bits = g_pending.exchange(0, std::memory_order_acquire);
     if (bits & kSigTerm) return stop();
     for (auto [bit, sym] : {std::pair{kSigUsr1, "usr1"}, std::pair{kSigUsr2, "usr2"}}) {

@@ -1057,14 +1057,20 @@ TEST_F(Messaging, PendingCallFailsPromptlyWhenTheCalleeThrows) {
   start(tree(R"(
 [[root.children]]
 id = "c"
-actors = [{ type = "crasher", name = "crasher", args = { mode = "throw" } }]
+actors = [{ type = "echo", name = "bystander" },
+          { type = "crasher", name = "crasher", args = { mode = "throw" } }]
 )"));
+  std::size_t m = mark();
   auto t0 = Clock::now();
   auto r = client().call("crasher", P(S("crash")), 10s);
   EXPECT_LT(ms_since(t0), 2000.0);
   EXPECT_EQ(r.error(), CallError::callee_died) << show(r);
   EXPECT_NE(r.error_text().find("std::runtime_error"), std::string::npos) << r.error_text();
   EXPECT_NE(r.error_text().find("crasher: failure requested"), std::string::npos) << r.error_text();
+  // The exit reason names the actor whose handler threw, not its neighbour.
+  auto e = wait_event(ev("exited", "root/c", 1), m);
+  ASSERT_TRUE(e);
+  EXPECT_NE(e->get("reason_text").find("in actor crasher"), std::string::npos) << e->str();
 }
 
 TEST_F(Messaging, AWorkerCallerSeesItsCalleeDie) {
