@@ -133,7 +133,7 @@ std::optional<schema::ToWorker::Start::Reader> Node::wait_for_start(
 bool Node::ready() const {
   if (control_.readable()) return true;
   for (const auto& in : inbound_) {
-    if (in->ring.readable()) return true;
+    if (!in->dead && in->ring.readable()) return true;
   }
   for (const auto& h : held_) {
     if (h.actor >= busy_.size() || busy_[h.actor] == 0) return true;
@@ -151,6 +151,7 @@ std::size_t Node::dispatch_available() {
   deliver_held();
   for (std::size_t i = 0; i < inbound_.size(); ++i) n += drain_inbound(*inbound_[i]);
   deliver_held();
+  if (depth_ == 0) std::erase_if(inbound_, [](const auto& in) { return in->dead; });
   return n;
 }
 
@@ -240,7 +241,7 @@ void Node::drain_replies_from(std::uint32_t slot) {
   // happened before its exit, which happened before this peerDown).  Replies
   // complete their calls; anything else is kept, in order, for its actor.
   for (auto& in : inbound_) {
-    if (in->peer != slot) continue;
+    if (in->peer != slot || in->dead) continue;
     ipc::Frame f;
     while (in->ring.try_peek(f) == ipc::PopStatus::ok) {
       auto words = copy_words(f.payload);
@@ -347,7 +348,9 @@ void Node::on_channel(schema::ChannelInfo::Reader info) {
     if (view.producer_slot != peer || view.consumer_slot != slot_) {
       throw std::runtime_error(name + ": the segment names other ends");
     }
-    std::erase_if(inbound_, [&](const auto& in) { return in->peer == peer; });
+    for (auto& old : inbound_) {
+      if (old->peer == peer) old->dead = true;
+    }
     auto in = std::make_unique<Inbound>(Inbound{peer, std::move(seg), {}});
     in->ring = ipc::RingConsumer(view.ring, name);
     if (drop_mailbox_ && actors_ == nullptr) {
@@ -726,13 +729,13 @@ std::size_t Node::drain_inbound(Inbound& in) {
   constexpr std::size_t kDrainBatch = 64;
   std::size_t n = 0;
   ipc::Frame f;
-  while (n < kDrainBatch) {
+  while (n < kDrainBatch && !in.dead) {
     auto st = in.ring.try_peek(f);
     if (st == ipc::PopStatus::empty) return n;
     if (st == ipc::PopStatus::broken) {
+      in.dead = true;  // freed at depth 0: an outer drain may be inside it
       report_broken(in.peer, in.ring.fault().describe());
-      std::erase_if(inbound_, [&](const auto& x) { return x.get() == &in; });
-      return n;  // `in` is gone
+      return n;
     }
     // Copy the frame out and release it before any handler runs: a handler
     // may call() and need later frames of this very ring (the reply), and

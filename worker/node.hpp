@@ -129,6 +129,9 @@ class Node {
     std::uint32_t peer = 0;
     ipc::Segment seg;
     ipc::RingConsumer ring;
+    // Broken or replaced: skipped from now on, freed only at dispatch depth 0
+    // (a handler's nested call may be running inside drain_inbound of it).
+    bool dead = false;
   };
   struct Pending {
     std::uint32_t slot = 0;
