@@ -546,7 +546,7 @@ CallResult Node::call(std::uint32_t from_actor, const Target& to, const PayloadF
   }
   const auto deadline = Clock::now() + timeout;
   const std::uint64_t corr = next_correlation_++;
-  pending_[corr] = Pending{r->slot, r->stamp, false, {}};
+  pending_.emplace_back(corr, Pending{r->slot, r->stamp, false, {}});
   Peer& p = peers_[r->slot];
   SendStatus st = publish(p, [&](schema::Envelope::Builder e) {
     e.setKind(schema::Kind::CALL);
@@ -557,14 +557,14 @@ CallResult Node::call(std::uint32_t from_actor, const Target& to, const PayloadF
     request(e.getPayload());
   });
   if (st != SendStatus::ok) {
-    pending_.erase(corr);
+    pending_.erase(find_pending(corr));
     out.error_ = st == SendStatus::noproc ? CallError::noproc : CallError::overflow;
     out.text_ = fmt::format("call not sent: {}", to_string(st));
     return out;
   }
   ++depth_;
   for (;;) {
-    auto it = pending_.find(corr);
+    auto it = find_pending(corr);
     if (it->second.done) {
       out = std::move(it->second.result);
       pending_.erase(it);
@@ -771,7 +771,7 @@ void Node::deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
                    std::span<const std::byte> bytes) {
   switch (env.getKind()) {
     case schema::Kind::REPLY: {
-      auto it = pending_.find(env.getCorrelationId());
+      auto it = find_pending(env.getCorrelationId());
       if (it == pending_.end() || it->second.done || it->second.slot != sender_slot) return;
       Pending& p = it->second;
       p.done = true;
@@ -780,7 +780,7 @@ void Node::deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
         p.result.error_ = from_code(payload.getError().getCode());
         p.result.text_ = payload.getError().getMessage();
       } else {
-        p.result.words_ = copy_words(bytes);
+        p.result.set_words(bytes);
       }
       return;
     }
@@ -936,19 +936,55 @@ void Node::deliver_held() {
 
 // --- small API pieces -------------------------------------------------------
 
+std::vector<std::pair<std::uint64_t, Node::Pending>>::iterator Node::find_pending(
+    std::uint64_t corr) {
+  return std::find_if(pending_.begin(), pending_.end(),
+                      [corr](const auto& e) { return e.first == corr; });
+}
+
 schema::Value::Reader Message::value() const {
   auto p = env_.getPayload();
   if (!p.isValue()) throw std::invalid_argument("message payload is not a Value");
   return p.getValue();
 }
 
+CallResult& CallResult::operator=(CallResult&& o) noexcept {
+  if (this == &o) return *this;
+  reader_.reset();
+  o.reader_.reset();
+  error_ = o.error_;
+  text_ = std::move(o.text_);
+  n_words_ = o.n_words_;
+  heap_ = kj::mv(o.heap_);
+  if (n_words_ <= kInlineWords && n_words_ != 0) {
+    std::memcpy(inline_.data(), o.inline_.data(), n_words_ * sizeof(capnp::word));
+  }
+  o.n_words_ = 0;
+  return *this;
+}
+
+void CallResult::set_words(std::span<const std::byte> bytes) {
+  reader_.reset();
+  n_words_ = (bytes.size() + sizeof(capnp::word) - 1) / sizeof(capnp::word);
+  capnp::word* dst = inline_.data();
+  if (n_words_ > kInlineWords) {
+    heap_ = kj::heapArray<capnp::word>(n_words_);
+    dst = heap_.begin();
+  }
+  if (n_words_ != 0) {
+    dst[n_words_ - 1] = capnp::word{};  // zero the padding of a partial last word
+    std::memcpy(dst, bytes.data(), bytes.size());
+  }
+}
+
+kj::ArrayPtr<const capnp::word> CallResult::words() const {
+  return {n_words_ > kInlineWords ? heap_.begin() : inline_.data(), n_words_};
+}
+
 Message CallResult::reply() const {
   if (!ok()) throw std::logic_error("CallResult::reply() on a failed call");
   // The words were validated on arrival; a reader over them is cheap.
-  if (!reader_) {
-    reader_ = std::make_unique<capnp::FlatArrayMessageReader>(
-        kj::ArrayPtr<const capnp::word>(words_.begin(), words_.size()));
-  }
+  if (!reader_) reader_.emplace(words());
   return Message(reader_->getRoot<schema::Envelope>());
 }
 

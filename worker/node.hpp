@@ -210,7 +210,9 @@ class Node {
   std::vector<std::unique_ptr<Actor>>* actors_ = nullptr;
   std::vector<int> busy_;  // per actor: handler frames on the stack
   std::deque<Held> held_;  // messages waiting for a free actor, in order
-  std::unordered_map<std::uint64_t, Pending> pending_;
+  // Calls in flight (one per nesting level, so a few): a flat vector.
+  std::vector<std::pair<std::uint64_t, Pending>> pending_;
+  std::vector<std::pair<std::uint64_t, Pending>>::iterator find_pending(std::uint64_t corr);
   std::uint64_t next_correlation_ = 1;
   std::map<std::uint64_t, Monitor> monitors_;
   struct Link {
