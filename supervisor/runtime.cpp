@@ -830,11 +830,28 @@ void Runtime::push_control(Endpoint& ep,
   capnp::MallocMessageBuilder mb;
   fill(mb.initRoot<schema::ToWorker>());
   auto words = capnp::messageToFlatArray(mb);
-  auto bytes = words.asBytes();
+  push_control_bytes(ep, words.asBytes());
+}
+
+void Runtime::push_control_bytes(Endpoint& ep, kj::ArrayPtr<const kj::byte> bytes) {
+  if (!ep.control_ring.attached()) return;
   auto st = ep.control_ring.try_push(
       ipc::kControlFrame, {reinterpret_cast<const std::byte*>(bytes.begin()), bytes.size()});
   if (st != ipc::PushStatus::ok) {
     spdlog::warn("{}: control ring full or broken: a control message was not delivered", ep.path);
+  }
+}
+
+void Runtime::push_control_to_all_but(const Endpoint& ep,
+                                      const std::function<void(schema::ToWorker::Builder)>& fill) {
+  // Built once, copied into each ring: a restart in a tree of N workers
+  // costs N ring pushes, not N message builds.
+  capnp::MallocMessageBuilder mb;
+  fill(mb.initRoot<schema::ToWorker>());
+  auto words = capnp::messageToFlatArray(mb);
+  for (auto& [slot, other] : endpoints_) {
+    if (other == &ep || !other->live) continue;
+    push_control_bytes(*other, words.asBytes());
   }
 }
 
@@ -909,22 +926,16 @@ void Runtime::send_peer_table(Endpoint& ep) {
 }
 
 void Runtime::broadcast_up(const Endpoint& ep) {
-  for (auto& [slot, other] : endpoints_) {
-    if (other == &ep || !other->live) continue;
-    push_control(*other, [&](schema::ToWorker::Builder m) { fill_peer(m.initPeerUp(), ep); });
-  }
+  push_control_to_all_but(ep, [&](schema::ToWorker::Builder m) { fill_peer(m.initPeerUp(), ep); });
 }
 
 void Runtime::broadcast_down(const Endpoint& ep, const ExitInfo& why) {
-  for (auto& [slot, other] : endpoints_) {
-    if (other == &ep || !other->live) continue;
-    push_control(*other, [&](schema::ToWorker::Builder m) {
-      auto d = m.initPeerDown();
-      d.setSlot(ep.slot);
-      d.setIncarnation(ep.incarnation);
-      to_schema(why, d.initReason());
-    });
-  }
+  push_control_to_all_but(ep, [&](schema::ToWorker::Builder m) {
+    auto d = m.initPeerDown();
+    d.setSlot(ep.slot);
+    d.setIncarnation(ep.incarnation);
+    to_schema(why, d.initReason());
+  });
 }
 
 Runtime::Channel& Runtime::channel(std::uint32_t producer, std::uint32_t consumer) {

@@ -216,6 +216,9 @@ class Runtime {
 
   // --- messaging plumbing ---
   void push_control(Endpoint& ep, const std::function<void(schema::ToWorker::Builder)>& fill);
+  void push_control_bytes(Endpoint& ep, kj::ArrayPtr<const kj::byte> bytes);
+  void push_control_to_all_but(const Endpoint& ep,
+                               const std::function<void(schema::ToWorker::Builder)>& fill);
   void fill_peer(schema::PeerInfo::Builder b, const Endpoint& ep) const;
   void send_peer_table(Endpoint& ep);
   void broadcast_up(const Endpoint& ep);
