@@ -146,7 +146,7 @@ void OutputCapture::consume(Stream& s, const char* data, std::size_t len) {
 }
 
 void OutputCapture::emit(Stream& s, std::string_view line, bool cut) {
-  if (!take_token()) return;
+  if (!sink_->should_log(s.level) || !take_token()) return;  // filtered lines cost no token
   std::string scratch;
   auto text = sanitize(line, scratch);
   if (cut) {

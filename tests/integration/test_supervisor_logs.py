@@ -41,6 +41,8 @@ def test_stdout_and_stderr_lines_carry_child_pid_and_stream(sup, zygote):
     assert re.search(rf"info +\[root/a {a} out\] hello from a", log), log
     assert re.search(rf"warning +\[root/a {a} err\] oops from a", log), log
     assert "\x1b[31m b" not in log
+    if zygote:  # both were forked by the zygote, not started by exec after a failure
+        assert "zygote for" in log and "failed" not in log, log
     assert sup.stop() == 0
     # --log-file has the same lines, with dates.
     copy = (sup.dir / "supervisor-copy.log").read_text()
