@@ -3,6 +3,7 @@ child id, pid and stream; partial lines flushed at exit; floods rate-limited
 and counted without slowing the supervisor; per-child log files rotated by
 size; bad log keys reported like every config error."""
 
+import os
 import re
 import signal
 import textwrap
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import ev, line_of, open_fds, run_supervisor, wait_until
+from conftest import WORKER_BIN, alive, ev, line_of, open_fds, run_supervisor, wait_until
 
 
 def ready_pid(sup, child, since=0):
@@ -226,4 +227,51 @@ def test_template_log_file_gets_each_instance_id(sup):
         f = sup.dir / f"pool-{n}.log"
         wait_until(lambda: f.exists() and f"[root/pool/{n} {pid} out] hi" in f.read_text(),
                    timeout=5, what=f"{f.name} with its line")
+    assert sup.stop() == 0
+
+
+ESCAPING_WRAPPER = """#!/bin/sh
+# A worker whose grandchild leaves its process group and keeps its stdout and stderr.
+if [ "$1" = "--bulkhead-worker" ]; then
+    setsid sh -c 'echo "grandchild $$ here"; exec sleep 30' 3>&- 4>&- 5>&- &
+fi
+exec "{worker}" "$@"
+"""
+
+
+def test_grandchild_holding_the_pipes_does_not_keep_them_open(sup):
+    wrapper = sup.dir / "worker-with-escapee"
+    wrapper.write_text(ESCAPING_WRAPPER.format(worker=WORKER_BIN))
+    wrapper.chmod(0o755)
+    sup.start(f"""
+        [tree]
+        zygote = false
+        [root]
+        intensity = 5
+        [[root.children]]
+        id = "w"
+        binary = "{wrapper}"
+        actors = [{{ type = "printer", args = {{ out = "worker up" }} }}]
+    """)
+    pid = ready_pid(sup, "root/w")
+    found = wait_until(lambda: re.search(rf"\[root/w {pid} out\] grandchild (\d+) here", sup.log()),
+                       timeout=5, what="the grandchild's line")
+    escapee = int(found.group(1))
+    try:
+        fds = len(open_fds(sup.pid))
+        mark = sup.mark()
+        sup.kill_child("root/w", signal.SIGKILL)
+        new = ready_pid(sup, "root/w", since=mark)
+        # The escapee survives the group kill and still holds the old pipes'
+        # write ends; the supervisor closed its read ends all the same.
+        assert alive(escapee)
+        wait_until(lambda: len(open_fds(sup.pid)) == fds, timeout=2,
+                   what=f"{fds} open fds (now {open_fds(sup.pid)})")
+        found = wait_until(
+            lambda: re.search(rf"\[root/w {new} out\] grandchild (\d+) here", sup.log()),
+            timeout=5, what="the new grandchild's line")
+        second = int(found.group(1))
+    finally:
+        os.kill(escapee, signal.SIGKILL)
+    os.kill(second, signal.SIGKILL)
     assert sup.stop() == 0
