@@ -56,16 +56,18 @@ void OutputCapture::attach(pid_t pid, ipc::UniqueFd out, ipc::UniqueFd err) {
   dropped_ = unreported_ = 0;
 }
 
-bool OutputCapture::read_some(int fd) {
+OutputCapture::Read OutputCapture::read_some(int fd) {
   for (auto& s : streams_) {
     if (s.fd && s.fd.get() == fd) {
+      std::uint64_t before = dropped_;
       bool eof = read_stream(s, kReadsPerTurn);
       report_drops(false);
       sink_->flush();
-      return eof;
+      if (eof) return Read::eof;
+      return dropped_ > before ? Read::throttled : Read::more;
     }
   }
-  return false;
+  return Read::more;
 }
 
 void OutputCapture::close(int fd) {

@@ -22,8 +22,12 @@
 //     reported (warn, in the supervisor's log and the child's file) at most
 //     once per second while they happen, and the count is in the exit line.
 //     With lines_per_sec = 0 every line is logged.
-//   - The pipes are never drained beyond that: a worker that writes faster
-//     than we read fills its pipe and blocks in write(), which slows only it.
+//   - Over its rate, a child is throttled: read_some() says so, and the
+//     event loop stops reading its pipes for kThrottlePause.  They fill and
+//     the worker waits in write(); what it wrote meanwhile is read after the
+//     pause and mostly dropped.  So a worker writing as fast as it can costs
+//     the supervisor a few reads per pause, not a core.  A worker that
+//     writes faster than we read blocks in write(), which slows only it.
 // Partial lines are logged when the stream ends and by `finish()`, which the
 // runtime calls once the worker is reaped (bounded too: at most 1 MiB more).
 //
@@ -49,6 +53,12 @@ namespace bulkhead::supervisor {
 class OutputCapture {
  public:
   static constexpr std::size_t kMaxLine = 4096;
+  static constexpr std::chrono::milliseconds kThrottlePause{100};
+  enum class Read {
+    more,       // keep watching the fd
+    eof,        // the stream ended: unwatch fd, then close(fd)
+    throttled,  // lines were dropped: stop reading both fds for kThrottlePause
+  };
 
   // `sink` gets the lines; `supervisor_log` (may be the same) the drop reports.
   OutputCapture(std::string child, std::shared_ptr<spdlog::logger> sink,
@@ -63,9 +73,8 @@ class OutputCapture {
   [[nodiscard]] int err_fd() const noexcept { return streams_[1].fd.get(); }
 
   // Reads a bounded amount from `fd` (out_fd() or err_fd()) and logs the
-  // complete lines.  Returns true at end of stream: then the caller
-  // unwatches fd and calls close(fd).
-  [[nodiscard]] bool read_some(int fd);
+  // complete lines.
+  [[nodiscard]] Read read_some(int fd);
   void close(int fd);
   // The worker was reaped: reads what is left (bounded) and logs partial lines.
   void finish();

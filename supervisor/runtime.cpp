@@ -1075,6 +1075,7 @@ void Runtime::close_worker_fds(Child& c) {
     unwatch(c.capture->err_fd());
     c.capture->close_all();
   }
+  cancel_timer(c.output_pause);
 }
 
 void Runtime::reap_worker(Child& c) {
@@ -1211,9 +1212,26 @@ void Runtime::on_control_readable(Child& c) {
 }
 
 void Runtime::on_output_readable(Child& c, int fd) {
-  if (c.capture && c.capture->read_some(fd)) {  // end of stream: the worker closed it
-    unwatch(fd);
-    c.capture->close(fd);
+  if (!c.capture) return;
+  switch (c.capture->read_some(fd)) {
+    case OutputCapture::Read::more:
+      break;
+    case OutputCapture::Read::eof:  // the worker closed it
+      unwatch(fd);
+      c.capture->close(fd);
+      break;
+    case OutputCapture::Read::throttled:
+      // Over its log_rate: its pipes fill meanwhile and it waits in write().
+      unwatch(c.capture->out_fd());
+      unwatch(c.capture->err_fd());
+      cancel_timer(c.output_pause);
+      c.output_pause = add_timer(OutputCapture::kThrottlePause, [this, &c] {
+        c.output_pause.reset();
+        for (int f : {c.capture->out_fd(), c.capture->err_fd()}) {
+          if (f >= 0) watch(f, Watch::Type::output, &c);
+        }
+      });
+      break;
   }
 }
 

@@ -131,6 +131,7 @@ class Runtime {
     pid_t pid = 0;  // emptied the moment the child is reaped
     ipc::UniqueFd pidfd;
     std::unique_ptr<OutputCapture> capture;  // stdout + stderr, made at the first start
+    std::optional<TimerKey> output_pause;    // throttled: its pipes are not read until then
     TimePoint spawned_at{}, ready_at{};
     std::optional<TimerKey> ready_timer, kill_timer, restart_timer;
     // A client's start_child / terminate_child waiting for this child: its slot.
