@@ -287,3 +287,13 @@ def test_grandchild_holding_the_pipes_does_not_keep_them_open(sup):
         os.kill(escapee, signal.SIGKILL)
     os.kill(second, signal.SIGKILL)
     assert sup.stop() == 0
+
+
+def test_unwritable_supervisor_log_file_is_a_usage_error(tmp_path):
+    (tmp_path / "plain").write_text("a file, not a directory")
+    text = '[root]\n[[root.children]]\nid = "w"\nactors = [{ type = "echo" }]\n'
+    p, tree, events = run_supervisor(tmp_path, text, "--log-file", str(tmp_path / "plain/s.log"))
+    err = p.stderr.decode()
+    assert p.returncode == 2, err
+    assert "cannot write log file" in err and "plain/s.log" in err, err
+    assert not events.exists()
