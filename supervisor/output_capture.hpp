@@ -26,7 +26,8 @@
 //     event loop stops reading its pipes for kThrottlePause.  They fill and
 //     the worker waits in write(); what it wrote meanwhile is read after the
 //     pause and mostly dropped.  So a worker writing as fast as it can costs
-//     the supervisor a few reads per pause, not a core.  A worker that
+//     the supervisor a few reads per pause, not a core (and gets about one
+//     pipe, 64 KiB, through per pause).  A worker that
 //     writes faster than we read blocks in write(), which slows only it.
 // Partial lines are logged when the stream ends and by `finish()`, which the
 // runtime calls once the worker is reaped (bounded too: at most 1 MiB more).
