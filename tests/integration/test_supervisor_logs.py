@@ -113,7 +113,7 @@ def test_flooding_worker_is_rate_limited_and_does_not_slow_restarts(sup):
         sup.kill_child("root/calm", signal.SIGKILL)
         pid = ready_pid(sup, "root/calm", since=mark)
         took = time.monotonic() - killed
-        assert took < 1.0, f"restart took {took:.2f} s next to a flooding worker"
+        assert took < 2.0, f"restart took {took:.2f} s next to a flooding worker"
         wait_until(lambda: f"[root/calm {pid} out] calm and ready" in sup.log(), timeout=2,
                    what="the restarted neighbour's line")
     # Throttled, the flood costs the supervisor almost nothing (unthrottled,
