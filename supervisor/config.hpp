@@ -15,17 +15,18 @@
 //                    ("block"/"fail"/"drop"), block_timeout_ms,
 //                    log_file, log_max_bytes, log_max_files, log_rate (below)
 // Actor names are unique in the whole tree (they are the registry).
-// Worker output (supervisor/output_capture.hpp): stdout and stderr lines go
-// to the supervisor's log, or with log_file = "PATH" (relative to the tree
-// file's directory; "{id}" is replaced by the child id, and is required in a
-// template) to that file alone, rotated when it would exceed log_max_bytes
-// (default 10 MiB, at least 16 KiB) keeping log_max_files old files (default
-// 5: PATH.1 .. PATH.5 style names, see README).  log_rate: lines per second a
-// child may log, with bursts of 5 s worth (default 2000; 0 = no limit); the
-// rest is dropped and counted.  Two children cannot share a log file.
 //   a supervisor child: id, type = "supervisor", the [root] keys, restart,
 //                    shutdown, significant; children or (simple_one_for_one)
 //                    template = {worker keys} and instances = N
+// Worker output (supervisor/output_capture.hpp): stdout and stderr lines go
+// to the supervisor's log, or with log_file = "PATH" (relative to the tree
+// file's directory, which must exist; "{id}" is replaced by the child id,
+// and is required in a template) to that file alone, rotated when a line
+// would make it exceed log_max_bytes (default 10 MiB, at least 16 KiB),
+// keeping log_max_files old files (default 5; w.log -> w.1.log -> w.2.log).
+// log_rate: lines per second a child may log, with bursts of 5 s worth
+// (default 2000; 0 = no limit); the rest is dropped and counted.  Two
+// children cannot share a log file.
 #pragma once
 
 #include <toml++/toml.h>
