@@ -6,12 +6,13 @@ size; bad log keys reported like every config error."""
 import os
 import re
 import signal
+import subprocess
 import textwrap
 import time
 
 import pytest
 
-from conftest import WORKER_BIN, alive, ev, line_of, open_fds, run_supervisor, wait_until
+from conftest import BIN_DIR, WORKER_BIN, alive, ev, line_of, open_fds, run_supervisor, wait_until
 
 
 def cpu_ticks(pid):
@@ -101,7 +102,13 @@ def test_flooding_worker_is_rate_limited_and_does_not_slow_restarts(sup):
         [[root.children]]
         id = "calm"
         actors = [{ type = "printer", args = { out = "calm and ready" } }]
-    """)
+        [[root.children]]
+        id = "gateway"
+        actors = [{ type = "relay", name = "gateway" }]
+        [[root.children]]
+        id = "api"
+        actors = [{ type = "echo", name = "api" }]
+    """, extra_args=("--socket", str(sup.dir / "s.sock")))
     flood = ready_pid(sup, "root/flood")
     t0 = time.monotonic()
     wait_until(lambda: "lines of output dropped" in sup.log(), timeout=5,
@@ -116,6 +123,14 @@ def test_flooding_worker_is_rate_limited_and_does_not_slow_restarts(sup):
         assert took < 2.0, f"restart took {took:.2f} s next to a flooding worker"
         wait_until(lambda: f"[root/calm {pid} out] calm and ready" in sup.log(), timeout=2,
                    what="the restarted neighbour's line")
+    # Messaging between two other workers goes on as usual.
+    for n in range(3):
+        asked = time.monotonic()
+        r = subprocess.run([str(BIN_DIR / "bulkhead-example-client"), str(sup.dir / "s.sock"),
+                            "--relay", "gateway", "api", str(n)],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and f"api replied {n}" in r.stdout, r.stderr
+        assert time.monotonic() - asked < 2.0
     # Throttled, the flood costs the supervisor almost nothing (unthrottled,
     # reading and dropping everything took about a quarter of a core).
     cpu0, wall0 = cpu_ticks(sup.pid), time.monotonic()
