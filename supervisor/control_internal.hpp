@@ -3,8 +3,8 @@
 // control_server.cpp and control_ops.cpp.
 #pragma once
 
-#include <kj/array.h>
 #include <capnp/common.h>
+#include <kj/array.h>
 
 #include <cstdint>
 #include <deque>
@@ -35,13 +35,13 @@ struct ControlPlane::Shared {
   static constexpr std::size_t kMaxEvents = 4096;  // events not yet taken by the io thread
 
   std::mutex mu;
-  std::deque<Job> jobs;             // io -> runtime
-  std::deque<Answer> answers;       // runtime -> io
-  std::deque<EventItem> events;     // runtime -> io
+  std::deque<Job> jobs;              // io -> runtime
+  std::deque<Answer> answers;        // runtime -> io
+  std::deque<EventItem> events;      // runtime -> io
   std::uint64_t events_dropped = 0;  // the io thread fell behind by this many
-  bool stop = false;                // runtime -> io: finish
-  int subscribers = 0;              // io thread's count: events are copied only when > 0
-  int answer_fd = -1;               // eventfd the io thread watches
+  bool stop = false;                 // runtime -> io: finish
+  int subscribers = 0;               // io thread's count: events are copied only when > 0
+  int answer_fd = -1;                // eventfd the io thread watches
 };
 
 // Writes 1 to an eventfd (never blocks: the counter cannot overflow in practice).

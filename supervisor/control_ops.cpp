@@ -262,8 +262,8 @@ void ControlPlane::do_metrics(const Responder& r) {
     family(name, type, help);
     for (auto* c : all) {
       if (workers_only && c->node) continue;
-      out += fmt::format("{}{{tree=\"{}\",child=\"{}\"}} {}\n", name, tree, label(c->path),
-                         value(*c));
+      out +=
+          fmt::format("{}{{tree=\"{}\",child=\"{}\"}} {}\n", name, tree, label(c->path), value(*c));
     }
   };
   per_child(
@@ -277,8 +277,9 @@ void ControlPlane::do_metrics(const Responder& r) {
     auto it = exits_.find(c->path);
     if (it == exits_.end()) continue;
     for (auto& [reason, n] : it->second) {
-      out += fmt::format("bulkhead_child_exits_total{{tree=\"{}\",child=\"{}\",reason=\"{}\"}} {}\n",
-                         tree, label(c->path), label(reason), n);
+      out +=
+          fmt::format("bulkhead_child_exits_total{{tree=\"{}\",child=\"{}\",reason=\"{}\"}} {}\n",
+                      tree, label(c->path), label(reason), n);
     }
   }
   auto counter = [&](const char* name, const char* type, const char* help,
@@ -313,8 +314,8 @@ void ControlPlane::do_child_op(int op_num, const std::string& child, std::uint32
   std::string path = full_path(child);
   Child* c = rt_.find_child(rt_.root_, path);
   if (c == nullptr) {
-    r(outcome(Code::UNKNOWN_CHILD, fmt::format("no child '{}' in tree '{}'", child,
-                                               rt_.tree_.name)));
+    r(outcome(Code::UNKNOWN_CHILD,
+              fmt::format("no child '{}' in tree '{}'", child, rt_.tree_.name)));
     return;
   }
   if (rt_.root_.phase == Runtime::Node::Phase::shutting_down ||
@@ -323,8 +324,8 @@ void ControlPlane::do_child_op(int op_num, const std::string& child, std::uint32
     return;
   }
   Runtime::Node& owner = *c->owner;
-  bool owner_up = owner.phase == Runtime::Node::Phase::running ||
-                  owner.phase == Runtime::Node::Phase::starting;
+  bool owner_up =
+      owner.phase == Runtime::Node::Phase::running || owner.phase == Runtime::Node::Phase::starting;
   bool dynamic = owner.spec->strategy == Strategy::simple_one_for_one;
 
   // Waits until the child is stopped.
@@ -356,7 +357,8 @@ void ControlPlane::do_child_op(int op_num, const std::string& child, std::uint32
           }
           if (x->incarnation <= before) return false;
           if (x->state == State::running) {
-            rr(outcome(Code::OK, fmt::format("{} running (pid {})", path, x->pid)));
+            rr(outcome(Code::OK, x->pid > 0 ? fmt::format("{} running (pid {})", path, x->pid)
+                                            : fmt::format("{} running", path)));
             return true;
           }
           if (x->state == State::idle || x->deleted) {
@@ -390,8 +392,8 @@ void ControlPlane::do_child_op(int op_num, const std::string& child, std::uint32
         return;
       }
       if (c->state != State::idle) {
-        r(outcome(Code::NOT_APPLICABLE,
-                  fmt::format("{} is {}, not stopped", path, state_name(static_cast<int>(c->state)))));
+        r(outcome(Code::NOT_APPLICABLE, fmt::format("{} is {}, not stopped", path,
+                                                    state_name(static_cast<int>(c->state)))));
         return;
       }
       if (!owner_up) {
@@ -443,9 +445,8 @@ void ControlPlane::do_child_op(int op_num, const std::string& child, std::uint32
     }
     case schema::ChildOp::DELETE: {
       if (c->state != State::idle && !c->deleted) {
-        r(outcome(Code::NOT_APPLICABLE,
-                  fmt::format("{} is {}: stop or terminate it first", path,
-                              state_name(static_cast<int>(c->state)))));
+        r(outcome(Code::NOT_APPLICABLE, fmt::format("{} is {}: stop or terminate it first", path,
+                                                    state_name(static_cast<int>(c->state)))));
         return;
       }
       if (owner.current == c || rt_.node_busy(owner)) {
@@ -571,8 +572,9 @@ void ControlPlane::do_kill(const std::string& child, int sig, const Responder& r
     return;
   }
   if (c->node) {
-    r(answer(Code::NOT_APPLICABLE, path + " is a supervisor (in the supervisor's process): kill "
-                                          "one of its workers",
+    r(answer(Code::NOT_APPLICABLE,
+             path + " is a supervisor (in the supervisor's process): kill "
+                    "one of its workers",
              0));
     return;
   }

@@ -94,8 +94,8 @@ int open_unix_listener(const std::string& path) {
     }
     ::unlink(path.c_str());
   }
-  ipc::UniqueFd fd(ipc::check_sys(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0),
-                                  "socket"));
+  ipc::UniqueFd fd(
+      ipc::check_sys(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), "socket"));
   mode_t old = ::umask(0177);  // the socket is born 0600: no window with a wider mode
   int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
   ::umask(old);
@@ -106,8 +106,8 @@ int open_unix_listener(const std::string& path) {
 
 int open_metrics_listener(int port, int& bound_port) {
   if (port < 0 || port > 65535) throw ControlError(fmt::format("bad metrics port {}", port));
-  ipc::UniqueFd fd(ipc::check_sys(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0),
-                                  "socket"));
+  ipc::UniqueFd fd(
+      ipc::check_sys(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), "socket"));
   int one = 1;
   ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   sockaddr_in a{};
@@ -347,9 +347,8 @@ kj::Promise<void> accept_rpc(Io& io, kj::ConnectionReceiver& listener,
       spdlog::warn("control: {} connections already open: refusing another", kMaxConnections);
     } else {
       ++io.connections;
-      io.tasks().add(server.accept(*conn).attach(kj::mv(conn), kj::defer([&io] {
-        --io.connections;
-      })));
+      io.tasks().add(
+          server.accept(*conn).attach(kj::mv(conn), kj::defer([&io] { --io.connections; })));
     }
     return accept_rpc(io, listener, server);
   });
@@ -388,16 +387,15 @@ kj::Promise<void> serve_http(Io& io, kj::Own<HttpConn> c) {
           body.size(), body);
       return conn.stream->write(conn.response.data(), conn.response.size());
     }
-    return io.ask([](ControlPlane& p, Responder r) { p.do_metrics(r); })
-        .then([&conn](Answer a) {
-          capnp::FlatArrayMessageReader m(a.data);
-          std::string body = m.getRoot<schema::Control::MetricsResults>().getText().cStr();
-          conn.response = fmt::format(
-              "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: "
-              "{}\r\nConnection: close\r\n\r\n{}",
-              body.size(), body);
-          return conn.stream->write(conn.response.data(), conn.response.size());
-        });
+    return io.ask([](ControlPlane& p, Responder r) { p.do_metrics(r); }).then([&conn](Answer a) {
+      capnp::FlatArrayMessageReader m(a.data);
+      std::string body = m.getRoot<schema::Control::MetricsResults>().getText().cStr();
+      conn.response = fmt::format(
+          "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: "
+          "{}\r\nConnection: close\r\n\r\n{}",
+          body.size(), body);
+      return conn.stream->write(conn.response.data(), conn.response.size());
+    });
   });
   return io.timer().timeoutAfter(10 * kj::SECONDS, kj::mv(work)).attach(kj::mv(c));
 }
@@ -441,7 +439,8 @@ ControlPlane::ControlPlane(Runtime& runtime, ControlOptions options)
         options_.socket_path.clear();
       }
     }
-    if (options_.metrics_port) metrics_fd_ = open_metrics_listener(*options_.metrics_port, metrics_port_);
+    if (options_.metrics_port)
+      metrics_fd_ = open_metrics_listener(*options_.metrics_port, metrics_port_);
   } catch (...) {
     if (listen_fd_ >= 0) {
       ::close(listen_fd_);

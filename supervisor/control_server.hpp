@@ -50,7 +50,7 @@ class ControlError : public std::runtime_error {
 };
 
 struct ControlOptions {
-  std::string socket_path;         // "" = no RPC endpoint
+  std::string socket_path;          // "" = no RPC endpoint
   std::optional<int> metrics_port;  // 127.0.0.1:PORT (0 = any free port); none = off
 };
 

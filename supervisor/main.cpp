@@ -110,7 +110,8 @@ int main(int argc, char** argv) {
     Runtime runtime(std::move(tree), RuntimeOptions{events, socket_path});
     std::unique_ptr<ControlPlane> control;
     try {
-      control = std::make_unique<ControlPlane>(runtime, ControlOptions{control_socket, metrics_port});
+      control =
+          std::make_unique<ControlPlane>(runtime, ControlOptions{control_socket, metrics_port});
     } catch (const ControlError& e) {
       spdlog::critical("{}; nothing started", e.what());
       return 2;
