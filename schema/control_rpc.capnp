@@ -93,6 +93,8 @@ struct Event {
 # and a `dropped` event with the count follows.
 interface EventSink {
   event @0 (event :Event) -> stream;
+  sync @1 () -> ();   # answered after every event before it: the supervisor's
+                      # last call before it closes the connection at exit
 }
 
 # Dropping it (or the connection) ends the subscription.

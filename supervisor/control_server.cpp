@@ -18,6 +18,7 @@
 #include <kj/async-io.h>
 #include <kj/async-unix.h>
 #include <kj/debug.h>
+#include <kj/vector.h>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -221,6 +222,17 @@ class Io final : public kj::TaskSet::ErrorHandler {
       if (!s->dead && (s->sending || !s->queue.empty())) return false;
     }
     return true;
+  }
+
+  // Resolves when every live subscriber has taken every event sent so far
+  // (calls on one object are delivered in order).
+  kj::Promise<void> sync_all() {
+    kj::Vector<kj::Promise<void>> syncs;
+    for (auto& [id, s] : subscribers_) {
+      if (s->dead) continue;
+      syncs.add(s->sink.syncRequest().send().ignoreResult().catch_([](kj::Exception&&) {}));
+    }
+    return kj::joinPromises(syncs.releaseAsArray());
   }
 
   kj::Timer& timer() { return ctx_.provider->getTimer(); }
@@ -509,11 +521,20 @@ void ControlPlane::io_main() {
     auto paf = kj::newPromiseAndFulfiller<void>();
     auto watching = watch_answers(io, obs, shared_->answer_fd, *paf.fulfiller);
     paf.promise.wait(ctx.waitScope);
+    // Answers fulfilled just now (shutdown's) are written on the next turns.
+    for (int i = 0; i < 4; ++i) ctx.waitScope.poll();
     // The last events (the tree's shutdown) still reach the subscribers: up
     // to 200 ms for them to flush, then everything closes.
     for (int i = 0; i < 20 && !io.subscribers_idle(); ++i) {
       io.timer().afterDelay(10 * kj::MILLISECONDS).wait(ctx.waitScope);
+      ctx.waitScope.poll();
     }
+    // A streaming send resolves when queued, not when taken: a round trip
+    // makes sure the subscribers have it all before we close (at most 500 ms).
+    io.timer()
+        .timeoutAfter(500 * kj::MILLISECONDS, io.sync_all())
+        .catch_([](kj::Exception&&) {})
+        .wait(ctx.waitScope);
     server = nullptr;
   } catch (const kj::Exception& e) {
     spdlog::error("control endpoint failed: {}", e.getDescription().cStr());

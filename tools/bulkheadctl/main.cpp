@@ -488,6 +488,7 @@ class EventPrinter final : public schema::EventSink::Server {
     if (left_ > 0 && --left_ == 0) done_->fulfill();
     return kj::READY_NOW;
   }
+  kj::Promise<void> sync(SyncContext) override { return kj::READY_NOW; }
 
  private:
   const Globals& g_;
@@ -505,14 +506,15 @@ int cmd_events(kj::AsyncIoContext& io, const Globals& g, const std::string& chil
       g, child.empty() ? "" : (child.rfind("root", 0) == 0 ? child : "root/" + child), count,
       kj::mv(paf.fulfiller)));
   auto sub = c.call(req).getSubscription();
-  if (!g.json) {
-    std::fprintf(stderr, "bulkheadctl: streaming events from %s (Ctrl-C to stop)\n",
-                 c.path.c_str());
-  }
+  // On stderr in both forms: a script may wait for this line before it acts.
+  std::fprintf(stderr, "bulkheadctl: streaming events from %s (Ctrl-C to stop)\n", c.path.c_str());
   // Ends when `count` events were shown, the time is up, or the supervisor went away.
   enum class End { count, time, gone };
-  kj::Promise<End> end = paf.promise.then([] { return End::count; });
-  end = end.exclusiveJoin(c.client->onDisconnect().then([] { return End::gone; }));
+  // The printer (holding the fulfiller) is dropped when the connection goes.
+  kj::Promise<End> end =
+      paf.promise.then([] { return End::count; }, [](kj::Exception&&) { return End::gone; });
+  end = end.exclusiveJoin(c.client->onDisconnect().then([] { return End::gone; },
+                                                        [](kj::Exception&&) { return End::gone; }));
   if (seconds > 0) {
     end = end.exclusiveJoin(
         io.provider->getTimer()
@@ -520,6 +522,10 @@ int cmd_events(kj::AsyncIoContext& io, const Globals& g, const std::string& chil
             .then([] { return End::time; }));
   }
   End why = end.wait(io.waitScope);
+  // Calls read before the end of the connection may still be queued: show them.
+  if (why == End::gone) {
+    for (int i = 0; i < 8; ++i) io.waitScope.poll();
+  }
   if (why == End::gone && !g.json) std::fprintf(stderr, "bulkheadctl: the supervisor went away\n");
   return kOk;
 }
@@ -527,15 +533,32 @@ int cmd_events(kj::AsyncIoContext& io, const Globals& g, const std::string& chil
 int cmd_shutdown(kj::AsyncIoContext& io, const Globals& g) {
   Conn c(io, g);
   auto req = c.ctl.shutdownRequest();
-  auto res = c.call(req);
-  if (res.getOutcome().getCode() != schema::Code::OK) return report(g, res.getOutcome(), "");
-  // Answered at once; the tree stops in reverse start order, then the supervisor exits.
-  auto gone = io.provider->getTimer().timeoutAfter(g.timeout_ms * kj::MILLISECONDS,
-                                                   c.client->onDisconnect());
+  bool stopped = false;
   try {
-    gone.wait(io.waitScope);
-  } catch (const kj::Exception&) {
-    throw CtlError{kFailed, fmt::format("the tree is still stopping after {} ms", g.timeout_ms)};
+    auto res = c.call(req);
+    if (res.getOutcome().getCode() != schema::Code::OK) return report(g, res.getOutcome(), "");
+  } catch (const CtlError& e) {
+    // The supervisor may stop (and close the socket) before we read its
+    // answer: gone is what we asked for.  Still listening means it failed.
+    if (e.code != kUnreachable) throw;
+    try {
+      Conn again(io, g);
+    } catch (const CtlError& e2) {
+      if (e2.code != kUnreachable) throw;
+      stopped = true;
+    }
+    if (!stopped) throw;
+  }
+  // Answered at once; the tree stops in reverse start order, then the supervisor exits.
+  if (!stopped) {
+    auto gone = io.provider->getTimer().timeoutAfter(
+        g.timeout_ms * kj::MILLISECONDS,
+        c.client->onDisconnect().then([] { return true; }, [](kj::Exception&&) { return true; }));
+    try {
+      gone.wait(io.waitScope);
+    } catch (const kj::Exception&) {
+      throw CtlError{kFailed, fmt::format("the tree is still stopping after {} ms", g.timeout_ms)};
+    }
   }
   if (g.json) {
     std::printf("{\"ok\":true,\"code\":\"ok\",\"message\":\"the tree stopped\"}\n");
