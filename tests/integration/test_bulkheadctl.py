@@ -425,3 +425,41 @@ def test_supervisor_refuses_a_control_directory_others_can_enter(tmp_path):
     assert p.returncode == 2
     assert b"refusing" in p.stderr and b"mode 0755 lets others in" in p.stderr
     assert not (open_dir / "c.ctl").exists()
+
+
+def test_hostile_and_stalled_clients_never_stall_the_supervisor(sup):
+    import signal
+    import socket
+    start(sup)
+    # Garbage on the control socket: that connection is dropped, nothing else.
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(str(sup.ctl_socket))
+    s.sendall(b"\xff" * 4096 + b"GET / HTTP/1.0\r\n\r\n")
+    idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    idle.connect(str(sup.ctl_socket))  # says nothing at all
+    # A subscriber that stops reading (SIGSTOP) while thousands of events flow.
+    stalled = EventStream(sup, "--json")
+    try:
+        os.kill(stalled.proc.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        for _ in range(1500):  # each SIGUSR2: one `stats` event per worker (5 here)
+            sup.send_signal(signal.SIGUSR2)
+            time.sleep(0.0003)
+        n_stats = wait_until(lambda: len([e for e in sup.events() if e["event"] == "stats"]) >= 2000
+                             and len([e for e in sup.events() if e["event"] == "stats"]),
+                             what="the supervisor to write thousands of stats events")
+        t = time.monotonic()
+        r = ctl(sup, "status")
+        assert r.returncode == 0 and time.monotonic() - t < 2.0, r.stderr
+        assert ctl(sup, "kill", "spare").returncode == 0
+        sup.wait_event(ev("ready", "root/spare", incarnation=2))
+        assert sup.running() and time.monotonic() - t0 < 30
+        # Resumed, the subscriber learns how many events it missed.
+        os.kill(stalled.proc.pid, signal.SIGCONT)
+        dropped = stalled.wait(lambda e: e["event"] == "dropped", "a dropped event")
+        assert 0 < dropped["count"] < n_stats
+    finally:
+        os.kill(stalled.proc.pid, signal.SIGCONT)
+        stalled.close()
+        s.close()
+        idle.close()

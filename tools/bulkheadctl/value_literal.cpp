@@ -247,7 +247,7 @@ class Parser {
           break;
         }
         default:
-          --p_;
+          p_ -= 2;  // at the backslash
           fail(fmt::format("unknown escape '\\{}'", e));
       }
     }
