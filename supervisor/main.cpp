@@ -1,6 +1,7 @@
 // bulkhead-supervisor: runs one supervision tree.
 //
 // Usage: bulkhead-supervisor TREE.toml [--events FILE] [--check] [--log-level L]
+//          [--socket PATH] [--control-socket PATH] [--metrics-port PORT]
 // Exit codes (stable, documented in README.md):
 //   0  stopped on request (SIGTERM/SIGINT) or by auto_shutdown
 //   1  the root supervisor gave up (restart intensity reached)

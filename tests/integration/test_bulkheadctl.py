@@ -199,6 +199,19 @@ def test_kill_and_observe_through_bulkheadctl_only(sup):
                     e.get("child") == "root/fragile", "fragile restarted by root")
         assert status(sup)["root/fragile"]["restarts"] == 1
 
+        # --child filters, -n stops after N events.
+        only = subprocess.Popen([str(CTL), "--socket", str(sup.ctl_socket), "events", "--json",
+                                 "--child", "spare", "-n", "3"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        assert "streaming events" in only.stderr.readline()
+        assert ctl(sup, "kill", "api").returncode == 0
+        assert ctl(sup, "kill", "spare").returncode == 0
+        out, _ = only.communicate(timeout=WAIT)
+        assert only.returncode == 0
+        got = [json.loads(l) for l in out.splitlines()]
+        assert [e["event"] for e in got] == ["kill_requested", "exited", "restart_scheduled"]
+        assert all(e["child"] == "root/spare" for e in got)
+
         # Shut down: the stream shows the tree stopping, then ends by itself.
         r = ctl(sup, "shutdown")
         assert r.returncode == 0 and r.stdout.strip() == "the tree stopped", r.stderr
@@ -411,10 +424,16 @@ def test_the_socket_is_found_by_env_and_default_directory(sup_factory, tmp_path,
     assert r.returncode == 2 and "several trees run" in r.stderr and "--tree" in r.stderr
     r = ctl(a, "status", "--json", "--tree", "other", socket=False, env=env)
     assert r.returncode == 0 and json.loads(r.stdout)["pid"] == b.pid
+    # A dead tree's socket file (its supervisor was SIGKILLed) is skipped.
+    a.proc.kill()
+    a.wait_exit()
+    assert (xdg / "bulkhead" / "ctltest.ctl").exists()
+    r = ctl(a, "status", "--json", socket=False, env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["pid"] == b.pid, r.stderr
     # Nothing running there: unreachable.
     empty = dict(env, XDG_RUNTIME_DIR=str(tmp_path / "nothing"))
     r = ctl(a, "status", socket=False, env=empty)
-    assert r.returncode == 5 and "no supervisor control socket" in r.stderr
+    assert r.returncode == 5 and "no supervisor listens on a control socket" in r.stderr
 
 
 def test_supervisor_refuses_a_control_directory_others_can_enter(tmp_path):

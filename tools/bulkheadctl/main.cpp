@@ -19,7 +19,9 @@
 //   5 supervisor unreachable (no socket, nobody listening, connection lost)
 //   6 unsafe socket: owned by another user, or its directory/socket lets others in
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <capnp/rpc-twoparty.h>
@@ -91,6 +93,19 @@ void check_private(const std::string& path, bool is_dir) {
   }
 }
 
+// True if someone accepts connections on the Unix socket `path`.
+bool listening(const std::string& path) {
+  sockaddr_un addr{};
+  if (path.size() >= sizeof(addr.sun_path)) return false;
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
 std::string find_socket(const Globals& g) {
   std::string path = g.socket;
   if (path.empty()) {
@@ -104,12 +119,15 @@ std::string find_socket(const Globals& g) {
       std::vector<std::string> found;
       std::error_code ec;
       for (const auto& e : fs::directory_iterator(dir, ec)) {
-        if (e.path().extension() == ".ctl") found.push_back(e.path().string());
+        // A supervisor killed with SIGKILL leaves its socket file: skip the dead.
+        if (e.path().extension() == ".ctl" && listening(e.path().string())) {
+          found.push_back(e.path().string());
+        }
       }
       if (found.empty()) {
         throw CtlError{kUnreachable,
-                       fmt::format("no supervisor control socket in {} (is a tree running? "
-                                   "else use --socket PATH or BULKHEAD_SOCKET)",
+                       fmt::format("no supervisor listens on a control socket in {} (is a tree "
+                                   "running? else use --socket PATH or BULKHEAD_SOCKET)",
                                    dir)};
       }
       if (found.size() > 1) {
