@@ -39,10 +39,8 @@ ControlPlane::Answer make_answer(Fill&& fill) {
   return a;
 }
 
+// The answer of childOp: its results are just the outcome.
 ControlPlane::Answer outcome(Code code, const std::string& message) {
-  // Every method whose results start with `outcome` has the same layout
-  // there, but each has its own type: use the childOp one and copy nothing
-  // else (the other fields default).
   return make_answer<schema::Control::ChildOpResults>([&](auto r) {
     auto o = r.initOutcome();
     o.setCode(code);
