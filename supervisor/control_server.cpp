@@ -99,7 +99,15 @@ int open_unix_listener(const std::string& path) {
       ipc::check_sys(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), "socket"));
   mode_t old = ::umask(0177);  // the socket is born 0600: no window with a wider mode
   int rc = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  int err = errno;
   ::umask(old);
+  if (rc != 0 && err == EADDRINUSE) {
+    // Another supervisor bound it between our probe and our bind.
+    throw SocketInUse("control socket " + path +
+                      " was just taken by another supervisor: bulkheadctl cannot reach this one "
+                      "(choose another with --control-socket)");
+  }
+  errno = err;
   ipc::check_sys(rc, "bind " + path);
   ipc::check_sys(::listen(fd.get(), 64), "listen " + path);
   return fd.release();
