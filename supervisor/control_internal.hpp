@@ -5,6 +5,7 @@
 
 #include <capnp/common.h>
 #include <kj/array.h>
+#include <spdlog/common.h>
 
 #include <cstdint>
 #include <deque>
@@ -39,10 +40,17 @@ struct ControlPlane::Shared {
   std::deque<Answer> answers;        // runtime -> io
   std::deque<EventItem> events;      // runtime -> io
   std::uint64_t events_dropped = 0;  // the io thread fell behind by this many
-  bool stop = false;                 // runtime -> io: finish
-  int subscribers = 0;               // io thread's count: events are copied only when > 0
-  int answer_fd = -1;                // eventfd the io thread watches
+  // io -> runtime: lines to log.  The supervisor's loggers are single-threaded
+  // (supervisor/logging.hpp): the io thread never calls spdlog itself.
+  std::deque<std::pair<spdlog::level::level_enum, std::string>> logs;
+  int job_fd = -1;      // eventfd the runtime thread watches
+  bool stop = false;    // runtime -> io: finish
+  int subscribers = 0;  // io thread's count: events are copied only when > 0
+  int answer_fd = -1;   // eventfd the io thread watches
 };
+
+// io thread: queues a line for the supervisor's log (written by the runtime thread).
+void log_from_io(ControlPlane::Shared& shared, spdlog::level::level_enum level, std::string line);
 
 // Writes 1 to an eventfd (never blocks: the counter cannot overflow in practice).
 void ring_eventfd(int fd);

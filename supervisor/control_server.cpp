@@ -36,6 +36,14 @@ void ring_eventfd(int fd) {
   }
 }
 
+void log_from_io(ControlPlane::Shared& shared, spdlog::level::level_enum level, std::string line) {
+  {
+    std::lock_guard lock(shared.mu);
+    if (shared.logs.size() < 256) shared.logs.emplace_back(level, std::move(line));
+  }
+  ring_eventfd(shared.job_fd);
+}
+
 void drain_eventfd(int fd) {
   std::uint64_t v = 0;
   while (::read(fd, &v, sizeof v) == sizeof v) {
@@ -158,7 +166,8 @@ class Io final : public kj::TaskSet::ErrorHandler {
       : shared_(shared), job_fd_(job_fd), ctx_(ctx), tasks_(*this) {}
 
   void taskFailed(kj::Exception&& e) override {
-    spdlog::debug("control: {}", e.getDescription().cStr());
+    log_from_io(shared_, spdlog::level::debug,
+                fmt::format("control: {}", e.getDescription().cStr()));
   }
 
   kj::Promise<Answer> ask(std::function<void(ControlPlane&, Responder)> fn) {
@@ -241,6 +250,10 @@ class Io final : public kj::TaskSet::ErrorHandler {
       syncs.add(s->sink.syncRequest().send().ignoreResult().catch_([](kj::Exception&&) {}));
     }
     return kj::joinPromises(syncs.releaseAsArray());
+  }
+
+  void log(spdlog::level::level_enum level, std::string line) {
+    log_from_io(shared_, level, std::move(line));
   }
 
   kj::Timer& timer() { return ctx_.provider->getTimer(); }
@@ -364,7 +377,9 @@ kj::Promise<void> accept_rpc(Io& io, kj::ConnectionReceiver& listener,
                              capnp::TwoPartyServer& server) {
   return listener.accept().then([&io, &listener, &server](kj::Own<kj::AsyncIoStream> conn) {
     if (io.connections >= kMaxConnections) {
-      spdlog::warn("control: {} connections already open: refusing another", kMaxConnections);
+      io.log(
+          spdlog::level::warn,
+          fmt::format("control: {} connections already open: refusing another", kMaxConnections));
     } else {
       ++io.connections;
       io.tasks().add(
@@ -469,6 +484,7 @@ ControlPlane::ControlPlane(Runtime& runtime, ControlOptions options)
     throw;
   }
   job_fd_ = ipc::check_sys(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), "eventfd");
+  shared_->job_fd = job_fd_;
   wake_fd_ = ipc::check_sys(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), "eventfd");
   shared_->answer_fd = ipc::check_sys(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), "eventfd");
   rt_.hooks_[job_fd_] = [this] { on_jobs(); };
@@ -545,9 +561,10 @@ void ControlPlane::io_main() {
         .wait(ctx.waitScope);
     server = nullptr;
   } catch (const kj::Exception& e) {
-    spdlog::error("control endpoint failed: {}", e.getDescription().cStr());
+    log_from_io(*shared_, spdlog::level::err,
+                fmt::format("control endpoint failed: {}", e.getDescription().cStr()));
   } catch (const std::exception& e) {
-    spdlog::error("control endpoint failed: {}", e.what());
+    log_from_io(*shared_, spdlog::level::err, fmt::format("control endpoint failed: {}", e.what()));
   }
 }
 
@@ -556,10 +573,13 @@ void ControlPlane::io_main() {
 void ControlPlane::on_jobs() {
   drain_eventfd(job_fd_);
   std::deque<Shared::Job> jobs;
+  std::deque<std::pair<spdlog::level::level_enum, std::string>> logs;
   {
     std::lock_guard lock(shared_->mu);
     jobs.swap(shared_->jobs);
+    logs.swap(shared_->logs);
   }
+  for (auto& [level, line] : logs) spdlog::log(level, "{}", line);
   Shared* shared = shared_.get();
   for (auto& job : jobs) {
     Responder respond = [shared, id = job.id](Answer a) {

@@ -19,6 +19,9 @@
 // take time (stop waits for the exit) are "waiters" the runtime thread checks
 // after each supervisor event, with a deadline.
 //
+// The io thread never logs itself: the supervisor's loggers are
+// single-threaded (logging.hpp), so it queues lines for the runtime thread.
+//
 // Hostile or slow clients: they only ever cost the io thread.  The runtime
 // thread never blocks on a client: the queues are bounded (a full queue
 // answers `busy`), events to a slow subscriber are dropped and counted, and

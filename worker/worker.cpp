@@ -385,7 +385,7 @@ int serve_worker(const ActorRegistry& registry) {
   ::_exit(code);
 }
 
-bool become_worker(pid_t supervisor, int mailbox, int control, int output) {
+bool become_worker(pid_t supervisor, int mailbox, int control, int out, int err) {
   // We were forked by an intermediate that exits at once: wait to be
   // reparented to the supervisor (a child subreaper), then tie our life to it.
   for (int i = 0; ::getppid() != supervisor; ++i) {
@@ -396,10 +396,10 @@ bool become_worker(pid_t supervisor, int mailbox, int control, int output) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != supervisor) return false;  // it died meanwhile
   int m = ::fcntl(mailbox, F_DUPFD, 10), c = ::fcntl(control, F_DUPFD, 10),
-      o = ::fcntl(output, F_DUPFD, 10);
-  if (m < 0 || c < 0 || o < 0) return false;
+      o = ::fcntl(out, F_DUPFD, 10), e = ::fcntl(err, F_DUPFD, 10);
+  if (m < 0 || c < 0 || o < 0 || e < 0) return false;
   if (::dup2(m, kSegmentFd) < 0 || ::dup2(c, kControlFd) < 0 || ::dup2(o, 1) < 0 ||
-      ::dup2(o, 2) < 0) {
+      ::dup2(e, 2) < 0) {
     return false;
   }
   int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -417,10 +417,10 @@ bool become_worker(pid_t supervisor, int mailbox, int control, int output) {
 // Zygote mode: a pre-initialised, single-threaded copy of this worker
 // program that forks new workers on request (DESIGN: fast restart).  fd 3 is
 // its socket to the supervisor, fd 5 the bell board (inherited by workers).
-// A request carries three fds (mailbox, control socket, output pipe); the
-// zygote forks an intermediate that forks the worker and reports its pid on
-// the socket, then exits, so the worker is reparented to the supervisor (a
-// child subreaper) and the supervisor alone reaps it.
+// A request carries four fds (mailbox, control socket, stdout and stderr
+// pipes); the zygote forks an intermediate that forks the worker and reports
+// its pid on the socket, then exits, so the worker is reparented to the
+// supervisor (a child subreaper) and the supervisor alone reaps it.
 int zygote_loop(const ActorRegistry& registry) {
   const pid_t supervisor = ::getppid();
   const int sock = kSegmentFd;
@@ -431,24 +431,24 @@ int zygote_loop(const ActorRegistry& registry) {
     iovec iov{buf, sizeof buf};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
-    alignas(cmsghdr) char control[CMSG_SPACE(3 * sizeof(int))] = {};
+    alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))] = {};
     msg.msg_control = control;
     msg.msg_controllen = sizeof control;
     ssize_t r = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return kExitOk;  // the supervisor is gone
-    int fds[3] = {-1, -1, -1};
+    int fds[4] = {-1, -1, -1, -1};
     cmsghdr* cm = CMSG_FIRSTHDR(&msg);
-    if (cm != nullptr && cm->cmsg_type == SCM_RIGHTS && cm->cmsg_len == CMSG_LEN(3 * sizeof(int))) {
+    if (cm != nullptr && cm->cmsg_type == SCM_RIGHTS && cm->cmsg_len == CMSG_LEN(4 * sizeof(int))) {
       std::memcpy(fds, CMSG_DATA(cm), sizeof fds);
     }
-    if (fds[0] >= 0 && fds[1] >= 0 && fds[2] >= 0) {
+    if (fds[0] >= 0 && fds[1] >= 0 && fds[2] >= 0 && fds[3] >= 0) {
       std::fflush(nullptr);
       pid_t mid = ::fork();
       if (mid == 0) {
         pid_t w = ::fork();
         if (w == 0) {
-          if (!become_worker(supervisor, fds[0], fds[1], fds[2]))
+          if (!become_worker(supervisor, fds[0], fds[1], fds[2], fds[3]))
             zygote_child_exit(kExitBadHandover);
           zygote_child_exit(serve_worker(registry));
         }
