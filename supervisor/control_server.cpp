@@ -468,6 +468,11 @@ ControlPlane::ControlPlane(Runtime& runtime, ControlOptions options)
     if (!options_.socket_path.empty()) {
       try {
         listen_fd_ = open_unix_listener(options_.socket_path);
+        struct stat st {};
+        if (::stat(options_.socket_path.c_str(), &st) == 0) {
+          socket_ino_ = st.st_ino;
+          socket_dev_ = st.st_dev;
+        }
       } catch (const SocketInUse& e) {
         // As with the attach socket: the tree runs; only the endpoint is missing.
         spdlog::warn("{}", e.what());
@@ -516,7 +521,12 @@ ControlPlane::~ControlPlane() {
     ::close(fd);
   }
   ::close(shared_->answer_fd);
-  if (!options_.socket_path.empty() && listen_fd_ >= 0) ::unlink(options_.socket_path.c_str());
+  // Only our own socket file: another supervisor may have replaced it.
+  struct stat st {};
+  if (listen_fd_ >= 0 && ::stat(options_.socket_path.c_str(), &st) == 0 &&
+      st.st_ino == socket_ino_ && st.st_dev == socket_dev_) {
+    ::unlink(options_.socket_path.c_str());
+  }
 }
 
 void ControlPlane::io_main() {

@@ -112,8 +112,10 @@ class ControlPlane {
   ControlOptions options_;
   int listen_fd_ = -1, metrics_fd_ = -1;  // owned by the io thread once it runs
   int metrics_port_ = 0;
-  int job_fd_ = -1;   // io thread -> runtime thread: jobs queued
-  int wake_fd_ = -1;  // runtime thread -> itself: check the waiters after this turn
+  std::uint64_t socket_ino_ = 0,
+                socket_dev_ = 0;  // our socket file (unlinked at exit if still ours)
+  int job_fd_ = -1;               // io thread -> runtime thread: jobs queued
+  int wake_fd_ = -1;              // runtime thread -> itself: check the waiters after this turn
   std::unique_ptr<Shared> shared_;
   std::vector<std::unique_ptr<Waiter>> waiters_;
   // Exits by reason kind, per child path, over the tree's life (metrics).

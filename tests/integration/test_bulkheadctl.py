@@ -222,6 +222,9 @@ def test_kill_and_observe_through_bulkheadctl_only(sup):
         assert any(e["event"] == "stopping" and e.get("child") == "root/api" for e in last)
         assert any(e["event"] == "supervisor_stopped" and e.get("node") == "root" for e in last)
         assert sup.wait_exit() == 0
+        assert not sup.ctl_socket.exists()  # removed at exit
+        r = ctl(sup, "status")
+        assert r.returncode == 5 and "cannot reach the supervisor" in r.stderr
     finally:
         stream.close()
         human.close()
