@@ -1,7 +1,8 @@
 // bulkhead-supervisor: runs one supervision tree.
 //
 // Usage: bulkhead-supervisor TREE.toml [--events FILE] [--check] [--log-level L]
-//                            [--log-file FILE]
+//          [--log-file FILE] [--socket PATH] [--control-socket PATH]
+//          [--metrics-port PORT]
 // Exit codes (stable, documented in README.md):
 //   0  stopped on request (SIGTERM/SIGINT) or by auto_shutdown
 //   1  the root supervisor gave up (restart intensity reached)
@@ -16,8 +17,11 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <memory>
+#include <optional>
 
 #include "supervisor/config.hpp"
+#include "supervisor/control_server.hpp"
 #include "supervisor/logging.hpp"
 #include "supervisor/runtime.hpp"
 
@@ -29,14 +33,14 @@ std::filesystem::path self_dir() {
   return ec ? std::filesystem::path{} : p.parent_path();
 }
 
-std::string default_socket_path(const std::string& tree_name) {
+std::string default_socket_path(const std::string& tree_name, const char* suffix = ".sock") {
   std::string dir;
   if (const char* x = std::getenv("XDG_RUNTIME_DIR"); x != nullptr && *x != '\0') {
     dir = std::string(x) + "/bulkhead";
   } else {
     dir = "/tmp/bulkhead-" + std::to_string(::getuid());
   }
-  return dir + "/" + tree_name + ".sock";
+  return dir + "/" + tree_name + suffix;
 }
 
 }  // namespace
@@ -52,6 +56,14 @@ int main(int argc, char** argv) {
   app.add_option("--socket", socket_path,
                  "attach socket for clients (default: $XDG_RUNTIME_DIR/bulkhead/NAME.sock or "
                  "/tmp/bulkhead-UID/NAME.sock; 'none' to disable)");
+  std::string control_socket;
+  app.add_option("--control-socket", control_socket,
+                 "control socket for bulkheadctl (default: NAME.ctl next to the default attach "
+                 "socket; 'none' to disable)");
+  std::optional<int> metrics_port;
+  app.add_option("--metrics-port", metrics_port,
+                 "serve Prometheus metrics at http://127.0.0.1:PORT/metrics (0: any free port)")
+      ->check(CLI::Range(0, 65535));
   app.add_flag("--check", check_only, "validate the tree file and exit (0 valid, 2 invalid)");
   app.add_option("--log-level", level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
@@ -99,7 +111,17 @@ int main(int argc, char** argv) {
   try {
     if (socket_path.empty()) socket_path = default_socket_path(tree.name);
     if (socket_path == "none") socket_path.clear();
+    if (control_socket.empty()) control_socket = default_socket_path(tree.name, ".ctl");
+    if (control_socket == "none") control_socket.clear();
     Runtime runtime(std::move(tree), RuntimeOptions{events, socket_path});
+    std::unique_ptr<ControlPlane> control;
+    try {
+      control =
+          std::make_unique<ControlPlane>(runtime, ControlOptions{control_socket, metrics_port});
+    } catch (const ControlError& e) {
+      spdlog::critical("{}; nothing started", e.what());
+      return 2;
+    }
     return runtime.run();
   } catch (const std::exception& e) {
     spdlog::critical("internal error: {}", e.what());

@@ -212,6 +212,10 @@ void Runtime::event(const std::string& name, const Child* c, const std::string& 
   if (!extra_json.empty()) line += "," + extra_json;
   line += "}\n";
   if (events_ != nullptr) std::fputs(line.c_str(), events_);
+  if (event_listener_) {
+    line.pop_back();  // the newline
+    event_listener_(name, c, line);
+  }
 }
 
 static std::string reason_json(const ExitInfo& r) {
@@ -322,6 +326,9 @@ int Runtime::run() {
           break;
         case Watch::Type::client:
           on_client_readable(*w.endpoint);
+          break;
+        case Watch::Type::hook:
+          if (auto h = hooks_.find(evs[i].data.fd); h != hooks_.end()) h->second();
           break;
         case Watch::Type::zygote:
           for (auto& [binary, z] : zygotes_) {

@@ -84,6 +84,8 @@ struct RuntimeOptions {
   std::string socket_path;  // attach socket for clients ("" = none)
 };
 
+class ControlPlane;
+
 class Runtime {
  public:
   Runtime(TreeSpec tree, RuntimeOptions options);
@@ -95,6 +97,11 @@ class Runtime {
   int run();
 
  private:
+  // The control plane (supervisor/control_server.hpp) reads the tree and
+  // queues steps on this thread only; it hooks in through `hooks_` and
+  // `event_listener_`.
+  friend class ControlPlane;
+
   struct Node;
   enum class State { idle, starting, running, stopping, waiting };
   using TimerKey = std::pair<TimePoint, std::uint64_t>;
@@ -176,7 +183,7 @@ class Runtime {
 
   // epoll registration: what an fd is.
   struct Watch {
-    enum class Type { signal, pidfd, control, output, attach, client, zygote } type;
+    enum class Type { signal, pidfd, control, output, attach, client, zygote, hook } type;
     Child* child = nullptr;
     Endpoint* endpoint = nullptr;  // for client
   };
@@ -283,6 +290,10 @@ class Runtime {
   int exit_code_ = 0;
   TimePoint started_{Clock::now()};
   FILE* events_ = nullptr;
+  // Control plane hooks: fds the loop watches for it, and a copy of every event.
+  std::map<int, std::function<void()>> hooks_;
+  std::function<void(const std::string& name, const Child* c, const std::string& json)>
+      event_listener_;
 };
 
 }  // namespace bulkhead::supervisor
