@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -255,8 +256,13 @@ class Relay : public Actor {
 class Deferred : public Actor {
  public:
   void handle_call(const Message& req, const From& from, Reply& reply) override {
-    if (is_symbol(req.value(), "hold")) {
-      held_.push_back(from);  // no answer now
+    // `hold`, or {hold, Tag}: no answer now; `release` answers `released`
+    // (or {released, Tag}).
+    auto v = req.value();
+    const bool tagged = v.isTuple() && v.getTuple().size() == 2 && is_symbol(arg(v, 0), "hold");
+    if (is_symbol(v, "hold") || tagged) {
+      held_.push_back(
+          Held{from, tagged ? std::optional<std::string>(text_of(arg(v, 1))) : std::nullopt});
       ++total_;
       return;
     }
@@ -264,14 +270,26 @@ class Deferred : public Actor {
   }
   void handle_cast(const Message& msg) override {
     if (!is_symbol(msg.value(), "release")) return;
-    for (const auto& f : held_) {
-      ctx().reply(f, value_payload([](Value::Builder b) { b.setSymbol("released"); }));
+    for (const auto& h : held_) {
+      ctx().reply(h.from, value_payload([&](Value::Builder b) {
+                    if (!h.tag) {
+                      b.setSymbol("released");
+                      return;
+                    }
+                    auto t = b.initTuple(2);
+                    t[0].setSymbol("released");
+                    t[1].setSymbol(*h.tag);
+                  }));
     }
     held_.clear();
   }
 
  private:
-  std::vector<From> held_;
+  struct Held {
+    From from;
+    std::optional<std::string> tag;
+  };
+  std::vector<Held> held_;
   long long total_ = 0;
 };
 

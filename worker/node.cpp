@@ -771,6 +771,11 @@ void Node::deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
                    std::span<const std::byte> bytes) {
   switch (env.getKind()) {
     case schema::Kind::REPLY: {
+      // A reply to an earlier incarnation of this worker (its caller died,
+      // the mailbox was kept) must not complete a call of this one: the
+      // correlation ids start again at 1 in every incarnation.
+      const std::uint32_t to_incarnation = env.getDestination().getIncarnation();
+      if (to_incarnation != 0 && to_incarnation != incarnation_) return;
       auto it = find_pending(env.getCorrelationId());
       if (it == pending_.end() || it->second.done || it->second.slot != sender_slot) return;
       Pending& p = it->second;

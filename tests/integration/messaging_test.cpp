@@ -828,6 +828,55 @@ actors = [{ type = "relay", name = "relay" }]
   }
 }
 
+TEST_F(Messaging, AReplyToADeadIncarnationNeverCompletesACallOfTheNextOne) {
+  // The relay worker calls deferred, is killed while the call is held, and
+  // comes back with its mailbox (and its channels) kept.  Its new
+  // incarnation makes the same first call (correlation ids start again at
+  // 1).  On release deferred answers both, the dead one first: the new
+  // incarnation must get its own answer, not its predecessor's.
+  start(tree(R"(
+[[root.children]]
+id = "d"
+actors = [{ type = "deferred", name = "deferred" }]
+
+[[root.children]]
+id = "r"
+actors = [{ type = "relay", name = "relay" }]
+)"));
+  auto held_count = [&](std::int64_t want) {
+    const auto deadline = Clock::now() + 5s;
+    std::optional<std::int64_t> held;
+    while (Clock::now() < deadline) {
+      held = int_of(client().call("deferred", P(S("get")), 2s));
+      if (held == want) return true;
+      std::this_thread::sleep_for(5ms);
+    }
+    ADD_FAILURE() << "deferred holds " << (held ? std::to_string(*held) : "?") << ", not " << want;
+    return false;
+  };
+  auto first = connect();
+  ASSERT_NE(first, nullptr);
+  std::thread old_call([&] {
+    // Answered by nobody: its relay dies.
+    (void)first->call("relay", P(Tup({S("deferred"), Tup({S("hold"), S("old")})})), 3s);
+  });
+  ASSERT_TRUE(held_count(1));
+  kill_child("root/r", SIGKILL);
+  ASSERT_TRUE(wait_whereis(client(), "relay", 2));
+  auto second = connect();
+  ASSERT_NE(second, nullptr);
+  ASSERT_TRUE(wait_whereis(*second, "relay", 2));
+  std::string got;
+  std::thread new_call([&] {
+    got = show(second->call("relay", P(Tup({S("deferred"), Tup({S("hold"), S("new")})})), 5s));
+  });
+  ASSERT_TRUE(held_count(2));
+  EXPECT_EQ(client().cast("deferred", P(S("release"))), SendStatus::ok);
+  new_call.join();
+  old_call.join();
+  EXPECT_EQ(got, "ok (released, new)");
+}
+
 TEST_F(Messaging, NestedCallsAcrossWorkersDoNotDeadlock) {
   start(tree(R"(
 [[root.children]]
