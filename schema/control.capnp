@@ -77,6 +77,10 @@ struct ToWorker {
     channel @5 :ChannelInfo;  # a channel was opened (fd on the socket)
     channelRefused @6 :UInt32; # no channel to this slot: it is gone (a detached client)
     childResult @7 :ChildResult; # the answer to startChild / terminateChild
+    peerGone @8 :UInt32;      # this slot's occupant is gone for good (a detached
+                              # client, a removed dynamic child; its peerDown came
+                              # first): drop every channel to and from it and its
+                              # names; the slot may be given to a new peer next
   }
 
   struct Start {

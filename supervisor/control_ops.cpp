@@ -455,16 +455,11 @@ void ControlPlane::do_child_op(int op_num, const std::string& child, std::uint32
       std::function<void(Child&)> forget = [&](Child& x) {
         if (x.node) {
           for (auto& y : x.node->children) forget(*y);
+          rt_.free_slots_.push_back(x.slot);  // a supervisor's slot names no endpoint
+          x.slot = kNoSlot;
         } else {
-          rt_.endpoints_.erase(x.slot);
-          rt_.retired_.erase(x.slot);
-          for (auto it = rt_.channels_.begin(); it != rt_.channels_.end();) {
-            if (it->first.first == x.slot || it->first.second == x.slot) {
-              it = rt_.channels_.erase(it);
-            } else {
-              ++it;
-            }
-          }
+          rt_.release_slot(x.slot, x.incarnation);  // peers forget it; the slot is reused
+          x.slot = kNoSlot;
         }
         exits_.erase(x.path);
       };

@@ -371,7 +371,10 @@ Runtime::Child& Runtime::add_child(Node& n, const ChildSpec& spec) {
   c->spec = spec;
   c->path = n.path + "/" + spec.id;
   c->owner = &n;
-  c->slot = next_slot_++;
+  c->slot = alloc_slot();
+  if (auto it = slot_incarnation_.find(c->slot); it != slot_incarnation_.end()) {
+    c->incarnation = it->second;  // a reused slot: numbering goes on
+  }
   if (spec.kind == ChildKind::supervisor) {
     c->node = std::make_unique<Node>();
     build_node(*c->node, *spec.supervisor, c->path, &n, c.get());
@@ -381,9 +384,6 @@ Runtime::Child& Runtime::add_child(Node& n, const ChildSpec& spec) {
     c->mailbox_bytes = spec.mailbox_bytes;
     c->overflow = spec.overflow;
     c->block_timeout = spec.block_timeout;
-    if (c->slot >= kBoardSlots) {
-      throw std::runtime_error(fmt::format("more than {} workers and clients", kBoardSlots));
-    }
     endpoints_[c->slot] = c.get();
   }
   n.children.push_back(std::move(c));
@@ -596,6 +596,7 @@ void Runtime::on_child_exit(Node& n, Child& c, ExitInfo reason) {
       child_result(*c.notify_terminated, true, c.path, "");
       c.notify_terminated.reset();
     }
+    if (c.deleted && n.spec->strategy == Strategy::simple_one_for_one) retire_dynamic(c);
     if (n.current == &c) step_done(n);
     return;
   }
@@ -674,10 +675,14 @@ void Runtime::handle_crash(Node& n, Child& c, const ExitInfo& reason) {
   bool restart = c.spec.restart == RestartType::permanent ||
                  (c.spec.restart == RestartType::transient && reason.abnormal());
   if (!restart) {
-    if (c.spec.restart == RestartType::temporary) c.deleted = true;
+    // OTP deletes a temporary child's spec, and removes any dynamic child
+    // that is not restarted: its slot is free for the next one.
+    const bool dynamic = n.spec->strategy == Strategy::simple_one_for_one;
+    if (c.spec.restart == RestartType::temporary || dynamic) c.deleted = true;
     spdlog::info("{}: decision: not restarted ({} child, reason {})", c.path,
                  to_string(c.spec.restart), reason.kind_name());
     event("not_restarted", &c, fmt::format(R"("restart_type":"{}")", to_string(c.spec.restart)));
+    if (dynamic) retire_dynamic(c);
     check_auto_shutdown(n, c);
     return;
   }
@@ -1297,15 +1302,19 @@ void Runtime::on_attach() {
     int cfd = ::accept4(attach_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (cfd < 0) return;
     ipc::UniqueFd conn(cfd);
-    if (next_slot_ >= kBoardSlots) {
-      spdlog::error("a client tried to attach, but all {} slots are used", kBoardSlots);
+    auto ep = std::make_unique<Endpoint>();
+    try {
+      ep->slot = alloc_slot();
+    } catch (const std::runtime_error& e) {
+      spdlog::error("a client tried to attach: {}", e.what());
       continue;
     }
-    auto ep = std::make_unique<Endpoint>();
-    ep->slot = next_slot_++;
     ep->path = fmt::format("client/{}", next_client_++);
     ep->is_client = true;
     ep->incarnation = 1;
+    if (auto it = slot_incarnation_.find(ep->slot); it != slot_incarnation_.end()) {
+      ep->incarnation = it->second + 1;
+    }
     ep->segment = ipc::Segment::create(ipc::segment_name(instance_, fmt::format("w{}", ep->slot)),
                                        mailbox_layout_.payload_bytes());
     ep->segment->unlink();
@@ -1318,7 +1327,7 @@ void Runtime::on_attach() {
     push_control(*ep, [&](schema::ToWorker::Builder m) {
       auto st = m.initStart();
       st.setChildId(ep->path);
-      st.setIncarnation(1);
+      st.setIncarnation(ep->incarnation);
       st.setWorkerSlot(ep->slot);
     });
     Endpoint& e = *ep;
@@ -1366,19 +1375,53 @@ void Runtime::drop_client(Endpoint& ep) {
   ExitInfo why;
   why.kind = ExitInfo::Kind::normal;
   broadcast_down(ep, why);
+  spdlog::info("{} detached", ep.path);
+  event("client_detached", nullptr, fmt::format(R"("client":"{}")", json_escape(ep.path)));
+  const std::uint32_t slot = ep.slot;
+  release_slot(slot, ep.incarnation);
+  clients_.erase(slot);  // `ep` is gone
+}
+
+std::uint32_t Runtime::alloc_slot() {
+  if (!free_slots_.empty()) {
+    std::uint32_t s = free_slots_.back();
+    free_slots_.pop_back();
+    return s;
+  }
+  if (next_slot_ >= kBoardSlots) {
+    throw std::runtime_error(
+        fmt::format("all {} slots (workers and attached clients) are in use", kBoardSlots - 1));
+  }
+  return next_slot_++;
+}
+
+void Runtime::release_slot(std::uint32_t slot, std::uint32_t last_incarnation) {
+  if (slot == kNoSlot) return;
   for (auto it = channels_.begin(); it != channels_.end();) {
-    if (it->first.first != ep.slot && it->first.second != ep.slot) {
+    if (it->first.first != slot && it->first.second != slot) {
       ++it;
       continue;
     }
     retire_stats(it->first, it->second);
     it = channels_.erase(it);
   }
-  spdlog::info("{} detached", ep.path);
-  event("client_detached", nullptr, fmt::format(R"("client":"{}")", json_escape(ep.path)));
-  std::uint32_t slot = ep.slot;
+  retired_.erase(slot);  // its own inbound counts: the next occupant starts at 0
   endpoints_.erase(slot);
-  clients_.erase(slot);  // `ep` is gone
+  capnp::MallocMessageBuilder mb;
+  mb.initRoot<schema::ToWorker>().setPeerGone(slot);
+  auto words = capnp::messageToFlatArray(mb);
+  for (auto& [s, other] : endpoints_) {
+    if (other->live) push_control_bytes(*other, words.asBytes());
+  }
+  slot_incarnation_[slot] = last_incarnation;
+  free_slots_.push_back(slot);
+}
+
+void Runtime::retire_dynamic(Child& c) {
+  if (c.slot == kNoSlot || c.node) return;
+  spdlog::debug("{}: removed: slot {} is free again", c.path, c.slot);
+  release_slot(c.slot, c.incarnation);
+  c.slot = kNoSlot;
 }
 
 void Runtime::retire_stats(std::pair<std::uint32_t, std::uint32_t> key, Channel& ch) {
@@ -1522,6 +1565,7 @@ bool Runtime::fail_requested_start(Child& c, const ExitInfo& why) {
   child_result(*c.notify_started, false, c.path, why.describe());
   c.notify_started.reset();
   c.deleted = true;
+  retire_dynamic(c);
   return true;
 }
 
@@ -1566,6 +1610,7 @@ void Runtime::terminate_dynamic(Endpoint& ep, const std::string& child_path) {
   }
   if (c->deleted || c->state == State::idle) {
     c->deleted = true;
+    retire_dynamic(*c);
     child_result(ep.slot, true, c->path, "");  // already gone: now it stays gone
     return;
   }

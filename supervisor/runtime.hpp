@@ -78,6 +78,7 @@ struct ExitInfo {
 
 // Slots on the bell board: workers plus attached clients, over the tree's life.
 inline constexpr std::uint32_t kBoardSlots = 1024;
+inline constexpr std::uint32_t kNoSlot = ~std::uint32_t{0};  // a removed child's
 
 struct RuntimeOptions {
   std::string events_path;  // JSON lines event log ("" = none)
@@ -240,6 +241,15 @@ class Runtime {
   void open_attach_socket();
   void on_attach();
   void on_client_readable(Endpoint& ep);
+  // A free slot (reused first), or a new one; throws std::runtime_error when
+  // all kBoardSlots are in use.
+  std::uint32_t alloc_slot();
+  // The slot's occupant is gone for good: its channels are dropped (their
+  // counts stay with their receivers), every live peer is told to forget it
+  // (peerGone, after the peerDown it already had), and the slot is free.
+  void release_slot(std::uint32_t slot, std::uint32_t last_incarnation);
+  // A dynamic child that will never run again gives its slot back.
+  void retire_dynamic(Child& c);
   void drop_client(Endpoint& ep);
   // Handles the ToSupervisor messages common to workers and clients.
   void on_endpoint_message(Endpoint& ep, schema::ToSupervisor::Reader msg);
@@ -285,6 +295,11 @@ class Runtime {
   std::map<TimerKey, std::function<void()>> timers_;
   std::uint64_t next_timer_id_ = 1;
   std::uint32_t next_slot_ = 1;
+  // Slots given back (detached clients, removed dynamic children), reused
+  // before new ones; and the last incarnation each freed slot had, so its
+  // next occupant's references never match the previous one's.
+  std::vector<std::uint32_t> free_slots_;
+  std::map<std::uint32_t, std::uint32_t> slot_incarnation_;
   Node root_;
   bool done_ = false;
   int exit_code_ = 0;

@@ -207,6 +207,9 @@ void Node::on_control(schema::ToWorker::Reader msg) {
     case schema::ToWorker::CHANNEL_REFUSED:
       peers_[msg.getChannelRefused()].refused = true;
       break;
+    case schema::ToWorker::PEER_GONE:
+      forget_peer(msg.getPeerGone());
+      break;
     case schema::ToWorker::CHILD_RESULT: {
       auto r = msg.getChildResult();
       child_answer_ = ChildAnswer{r.getOk(), r.getChildId(), r.getError()};
@@ -223,6 +226,7 @@ void Node::update_peer(schema::PeerInfo::Reader info) {
   p.child = info.getChildId();
   p.overflow = info.getOverflow();
   p.block_timeout = std::chrono::milliseconds(info.getBlockTimeoutMs());
+  if (p.running) p.refused = false;  // a new occupant of a freed slot
   if (!p.bell.word()) p.bell = ipc::Doorbell(ipc::bell_of(board_, p.slot));
   for (const auto& n : p.names) {
     auto it = names_.find(n);
@@ -234,6 +238,30 @@ void Node::update_peer(schema::PeerInfo::Reader info) {
     p.names.emplace_back(names[i].cStr());
     if (!p.names.back().empty()) names_[p.names.back()] = {p.slot, i};
   }
+}
+
+void Node::forget_peer(std::uint32_t slot) {
+  // The slot is free (its peerDown came first): replies it sent have been
+  // taken; its rings are not ours any more.  The Peer entry stays (a handler
+  // up the stack may hold a reference to it) but is reset, so a new
+  // occupant gets fresh channels, made on first use.
+  for (auto& in : inbound_) {
+    if (in->peer == slot) in->dead = true;
+  }
+  auto pit = peers_.find(slot);
+  if (pit == peers_.end()) return;
+  Peer& p = pit->second;
+  for (const auto& n : p.names) {
+    auto it = names_.find(n);
+    if (it != names_.end() && it->second.first == slot) names_.erase(it);
+  }
+  p.names.clear();
+  p.running = false;
+  p.refused = false;
+  p.sequence = 0;
+  p.out = ipc::RingProducer{};
+  p.stats = nullptr;
+  p.out_seg.reset();
 }
 
 void Node::drain_replies_from(std::uint32_t slot) {

@@ -161,6 +161,7 @@ class Node {
   void on_control(schema::ToWorker::Reader msg);
   void update_peer(schema::PeerInfo::Reader info);
   void on_peer_down(schema::PeerDown::Reader down);
+  void forget_peer(std::uint32_t slot);
   void on_channel(schema::ChannelInfo::Reader info);
   bool ensure_channel(Peer& p);
   void report_broken(std::uint32_t peer, const std::string& detail);

@@ -1942,6 +1942,61 @@ actors = [{ type = "counter", name = "counter" }]
   EXPECT_EQ(st->num("sent"), 11) << "per-child counters must not go backwards: " << st->str();
 }
 
+TEST_F(Messaging, AFreedClientSlotIsReusedAndItsNewOccupantGetsReplies) {
+  // The echo worker had a channel to the first client's slot.  When a new
+  // client gets that slot, echo must answer it on a fresh channel, not into
+  // the old ring nobody reads any more.
+  start(tree(R"(
+[[root.children]]
+id = "w"
+actors = [{ type = "echo", name = "echo" }]
+)"));
+  auto first = connect();
+  ASSERT_NE(first, nullptr);
+  const std::uint32_t slot = first->slot();
+  ASSERT_EQ(show(first->call("echo", P(T("one")), 2s)), "ok \"one\"");
+  std::size_t m = mark();
+  first.reset();
+  ASSERT_TRUE(wait_event(ev("client_detached"), m));
+  auto second = connect();
+  ASSERT_NE(second, nullptr);
+  EXPECT_EQ(second->slot(), slot) << "the freed slot was not reused";
+  EXPECT_EQ(show(second->call("echo", P(T("two")), 2s)), "ok \"two\"");
+}
+
+TEST_F(Messaging, ClientsAndDynamicChildrenComingAndGoingNeverRunOutOfSlots) {
+  // More attachments and dynamic children over the tree's life than there
+  // are slots (1024): each one gone gives its slot back.
+  start(tree(R"(
+[[root.children]]
+id = "w"
+actors = [{ type = "echo", name = "echo" }]
+
+[[root.children]]
+id = "jobs"
+type = "supervisor"
+strategy = "simple_one_for_one"
+template = { actors = [{ type = "echo" }], restart = "temporary", shutdown = "brutal_kill" }
+)"));
+  for (int n = 0; n < 1100; ++n) {
+    auto c = connect();
+    ASSERT_NE(c, nullptr) << "attachment " << n;
+    if (n % 100 == 0) {
+      ASSERT_EQ(show(c->call("echo", P(I(n)), 2s)), "ok " + std::to_string(n)) << n;
+    }
+  }
+  for (int n = 0; n < 1030; ++n) {
+    std::string path;
+    try {
+      path = client().start_child("root/jobs", 5s);
+      client().terminate_child(path, 5s);
+    } catch (const std::exception& e) {
+      FAIL() << "dynamic child " << n << ": " << e.what();
+    }
+  }
+  EXPECT_EQ(show(client().call("echo", P(T("still here")), 2s)), "ok \"still here\"");
+}
+
 // ============================================================================
 // the client API
 
