@@ -502,6 +502,7 @@ void ControlPlane::do_start_child(const std::string& sup, std::uint32_t timeout_
     r(answer(Code::NOT_APPLICABLE, path + " is not running", ""));
     return;
   }
+  rt_.collect_removed(*n);
   ChildSpec cs = *n->spec->child_template;
   cs.id = fmt::format("{}", n->next_dynamic++);
   Runtime::Child* c = nullptr;

@@ -1417,6 +1417,26 @@ void Runtime::release_slot(std::uint32_t slot, std::uint32_t last_incarnation) {
   free_slots_.push_back(slot);
 }
 
+void Runtime::collect_removed(Node& n) {
+  // Frees removed dynamic children once nothing can refer to them any more:
+  // no step, deferred exit, timer, watch or pending answer names them.
+  if (n.spec->strategy != Strategy::simple_one_for_one || node_busy(n)) return;
+  auto referenced = [&](const Child* c) {
+    if (std::any_of(n.deferred.begin(), n.deferred.end(),
+                    [c](const Deferred& d) { return d.child == c; })) {
+      return true;
+    }
+    return std::any_of(watches_.begin(), watches_.end(),
+                       [c](const auto& w) { return w.second.child == c; });
+  };
+  std::erase_if(n.children, [&](const std::unique_ptr<Child>& p) {
+    const Child& c = *p;
+    return c.deleted && c.state == State::idle && c.slot == kNoSlot && c.pid == 0 && !c.pidfd &&
+           !c.output_pause && !c.ready_timer && !c.kill_timer && !c.restart_timer &&
+           !c.notify_started && !c.notify_terminated && !referenced(&c);
+  });
+}
+
 void Runtime::retire_dynamic(Child& c) {
   if (c.slot == kNoSlot || c.node) return;
   spdlog::debug("{}: removed: slot {} is free again", c.path, c.slot);
@@ -1581,6 +1601,7 @@ void Runtime::start_dynamic(Endpoint& ep, const std::string& sup_path) {
     child_result(ep.slot, false, "", fmt::format("supervisor '{}' is not running", sup_path));
     return;
   }
+  collect_removed(*n);
   ChildSpec cs = *n->spec->child_template;
   cs.id = fmt::format("{}", n->next_dynamic++);
   Child* c = nullptr;

@@ -250,6 +250,8 @@ class Runtime {
   void release_slot(std::uint32_t slot, std::uint32_t last_incarnation);
   // A dynamic child that will never run again gives its slot back.
   void retire_dynamic(Child& c);
+  // Frees the removed dynamic children of `n` that nothing refers to.
+  void collect_removed(Node& n);
   void drop_client(Endpoint& ep);
   // Handles the ToSupervisor messages common to workers and clients.
   void on_endpoint_message(Endpoint& ep, schema::ToSupervisor::Reader msg);
