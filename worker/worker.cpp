@@ -97,13 +97,20 @@ std::string demangle(const char* name) {
   return out;
 }
 
-// Type and message of the exception being handled (call inside a catch).
-std::pair<std::string, std::string> describe_current_exception() {
+struct Described {
+  std::string type, what, traceback;
+};
+
+// Type, message (and a foreign traceback) of the exception being handled
+// (call inside a catch).
+Described describe_current_exception() {
   std::string type = "unknown";
   if (auto* t = abi::__cxa_current_exception_type()) type = demangle(t->name());
   std::string what;
   try {
     throw;
+  } catch (const ActorError& e) {
+    return {e.type(), e.what(), e.traceback()};
   } catch (const std::exception& e) {
     what = e.what();
   } catch (const kj::Exception& e) {
@@ -111,7 +118,7 @@ std::pair<std::string, std::string> describe_current_exception() {
   } catch (...) {
     what = "(not a std::exception)";
   }
-  return {type, what};
+  return {type, what, {}};
 }
 
 void send_report(int fd, capnp::MessageBuilder& mb) {
@@ -133,12 +140,13 @@ void report_start_failed(int fd, const std::string& why) {
 }
 
 void report_exception(int fd, const std::string& actor, const std::string& type,
-                      const std::string& what) {
+                      const std::string& what, const std::string& traceback = {}) {
   capnp::MallocMessageBuilder mb;
   auto ex = mb.initRoot<schema::ToSupervisor>().initExiting().initException();
   ex.setType(type);
   ex.setMessage(what);
   ex.setActor(actor);
+  ex.setTraceback(traceback);
   send_report(fd, mb);
 }
 
@@ -155,8 +163,8 @@ void report_shutdown(int fd) {
     try {
       std::rethrow_exception(e);
     } catch (...) {
-      auto [type, what] = describe_current_exception();
-      report_exception(g_control_fd, "", type, what);
+      auto d = describe_current_exception();
+      report_exception(g_control_fd, "", d.type, d.what, d.traceback);
     }
   }
   ::_exit(kExitException);
@@ -278,9 +286,10 @@ class Dispatcher {
       try {
         actor->init(spec.getArgs());
       } catch (...) {
-        auto [etype, what] = describe_current_exception();
+        auto d = describe_current_exception();
         report_start_failed(control_fd_, "init of actor '" + actor->name_ + "' (" + type +
-                                             ") raised " + etype + ": " + what);
+                                             ") raised " + d.type + ": " + d.what +
+                                             (d.traceback.empty() ? "" : "\n" + d.traceback));
         return kExitStartFailure;
       }
       actors_.push_back(std::move(actor));
@@ -295,13 +304,13 @@ class Dispatcher {
       node.dispatch_available();
       return -1;
     } catch (...) {
-      auto [type, what] = describe_current_exception();
+      auto d = describe_current_exception();
       std::string actor;
       if (auto idx = node.failed_actor(); idx && *idx < actors_.size()) {
         const Actor& a = *actors_[*idx];
         actor = a.name().empty() ? a.type() : a.name();
       }
-      report_exception(control_fd_, actor, type, what);
+      report_exception(control_fd_, actor, d.type, d.what, d.traceback);
       std::fflush(nullptr);
       ::_exit(kExitException);
     }
@@ -341,8 +350,9 @@ class Dispatcher {
       f(a);
       return -1;
     } catch (...) {
-      auto [type, what] = describe_current_exception();
-      report_exception(control_fd_, a.name().empty() ? a.type() : a.name(), type, what);
+      auto d = describe_current_exception();
+      report_exception(control_fd_, a.name().empty() ? a.type() : a.name(), d.type, d.what,
+                       d.traceback);
       // Let it crash: no destructor of a half-broken actor runs.
       std::fflush(nullptr);
       ::_exit(kExitException);
@@ -421,7 +431,7 @@ bool become_worker(pid_t supervisor, int mailbox, int control, int output) {
 // zygote forks an intermediate that forks the worker and reports its pid on
 // the socket, then exits, so the worker is reparented to the supervisor (a
 // child subreaper) and the supervisor alone reaps it.
-int zygote_loop(const ActorRegistry& registry) {
+int zygote_loop(const ActorRegistry& registry, const RunHooks& hooks) {
   const pid_t supervisor = ::getppid();
   const int sock = kSegmentFd;
   ::signal(SIGCHLD, SIG_DFL);
@@ -444,18 +454,21 @@ int zygote_loop(const ActorRegistry& registry) {
     }
     if (fds[0] >= 0 && fds[1] >= 0 && fds[2] >= 0) {
       std::fflush(nullptr);
+      if (hooks.before_fork) hooks.before_fork();
       pid_t mid = ::fork();
       if (mid == 0) {
         pid_t w = ::fork();
         if (w == 0) {
           if (!become_worker(supervisor, fds[0], fds[1], fds[2]))
             zygote_child_exit(kExitBadHandover);
+          if (hooks.after_fork_child) hooks.after_fork_child();
           zygote_child_exit(serve_worker(registry));
         }
         std::int32_t reply = w > 0 ? w : -errno;
         (void)::send(sock, &reply, sizeof reply, MSG_NOSIGNAL);
         ::_exit(0);
       }
+      if (hooks.after_fork_parent) hooks.after_fork_parent();
       if (mid > 0) {
         while (::waitpid(mid, nullptr, 0) < 0 && errno == EINTR) {
         }
@@ -476,6 +489,10 @@ int zygote_loop(const ActorRegistry& registry) {
 }  // namespace
 
 int run(int argc, char** argv, const ActorRegistry& registry) {
+  return run(argc, argv, registry, RunHooks{});
+}
+
+int run(int argc, char** argv, const ActorRegistry& registry, const RunHooks& hooks) {
   bool as_worker = false;
   bool as_zygote = false;
   for (int i = 1; i < argc; ++i) {
@@ -498,7 +515,7 @@ int run(int argc, char** argv, const ActorRegistry& registry) {
       return kExitUsage;
     }
   }
-  if (as_zygote) return zygote_loop(registry);
+  if (as_zygote) return zygote_loop(registry, hooks);
   if (!as_worker) {
     usage(registry);
     return kExitUsage;
