@@ -39,7 +39,9 @@
 #include "worker/actor.hpp"
 #include "worker/worker.hpp"
 
-PYBIND11_EMBEDDED_MODULE(_bulkhead_native, m) { bulkhead::python::define_native(m); }
+PYBIND11_EMBEDDED_MODULE(_bulkhead_native, m) {
+  bulkhead::python::define_native(m);
+}
 
 namespace {
 
@@ -110,8 +112,7 @@ int main(int argc, char** argv) {
     try {
       py::module_::import("bulkhead");
     } catch (py::error_already_set& e) {
-      std::fprintf(stderr, "bulkhead-pyworker: cannot import the bulkhead package: %s\n",
-                   e.what());
+      std::fprintf(stderr, "bulkhead-pyworker: cannot import the bulkhead package: %s\n", e.what());
       return bulkhead::worker::kExitStartFailure;
     }
     if (zygote) {

@@ -5,8 +5,8 @@
 #include <unistd.h>
 
 #include <array>
-#include <functional>
 #include <cstdio>
+#include <functional>
 #include <set>
 #include <sstream>
 
@@ -484,10 +484,10 @@ class Loader {
   }
 
   void read_worker(const toml::table& t, const std::string& path, ChildSpec& c) {
-    known_keys(t, path,
-               {"id", "type", "binary", "actors", "restart", "shutdown", "significant",
-                "start_timeout_ms", "backoff", "mailbox", "mailbox_bytes", "overflow",
-                "block_timeout_ms", "python_path"});
+    known_keys(
+        t, path,
+        {"id", "type", "binary", "actors", "restart", "shutdown", "significant", "start_timeout_ms",
+         "backoff", "mailbox", "mailbox_bytes", "overflow", "block_timeout_ms", "python_path"});
     const bool python = has_python_actors(t);
     if (python) {
       c.python_path = read_python_path(t, path).value_or(python_path_);

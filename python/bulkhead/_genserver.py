@@ -54,8 +54,10 @@ def _run_coroutine(actor, coro):
         events._set_running_loop(outer)
 
 
-def _describe_exception(exc):
+def _describe_exception(exc, tb=None):
     """(qualified type name, message, formatted traceback) of an exception."""
+    if tb is not None and exc.__traceback__ is None:
+        exc = exc.with_traceback(tb)
     t = type(exc)
     name = t.__qualname__ if t.__module__ == "builtins" else t.__module__ + "." + t.__qualname__
     return name, str(exc), "".join(_traceback.format_exception(exc))

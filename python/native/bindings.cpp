@@ -196,24 +196,24 @@ py::object do_whereis(Connection* conn, const std::string& name) {
 void define_native(py::module_& m) {
   m.doc() = "Bulkhead's native half: values, messaging, connections (see the bulkhead package)";
 
-  m.def("_register", [](py::object atom, py::object timeout, py::object noproc,
-                        py::object actor_died, py::object call_failed, py::object noreply,
-                        py::object down, py::object exit, py::object exit_reason,
-                        py::object run_coroutine, py::object describe_exception) {
-    auto& t = types();
-    t.atom = std::move(atom);
-    t.timeout = std::move(timeout);
-    t.noproc = std::move(noproc);
-    t.actor_died = std::move(actor_died);
-    t.call_failed = std::move(call_failed);
-    t.noreply = std::move(noreply);
-    t.down = std::move(down);
-    t.exit = std::move(exit);
-    t.exit_reason = std::move(exit_reason);
-    t.run_coroutine = std::move(run_coroutine);
-    t.describe_exception = std::move(describe_exception);
-    t.ready = true;
-  });
+  m.def("_register",
+        [](py::object atom, py::object timeout, py::object noproc, py::object actor_died,
+           py::object call_failed, py::object noreply, py::object down, py::object exit,
+           py::object exit_reason, py::object run_coroutine, py::object describe_exception) {
+          auto& t = types();
+          t.atom = std::move(atom);
+          t.timeout = std::move(timeout);
+          t.noproc = std::move(noproc);
+          t.actor_died = std::move(actor_died);
+          t.call_failed = std::move(call_failed);
+          t.noreply = std::move(noreply);
+          t.down = std::move(down);
+          t.exit = std::move(exit);
+          t.exit_reason = std::move(exit_reason);
+          t.run_coroutine = std::move(run_coroutine);
+          t.describe_exception = std::move(describe_exception);
+          t.ready = true;
+        });
 
   py::class_<PyRef>(m, "Ref", "One actor in one incarnation of one worker.")
       .def(py::init([](std::uint32_t w, std::uint32_t inc, std::uint32_t a) {
@@ -253,10 +253,12 @@ void define_native(py::module_& m) {
           },
           py::arg("target"), py::arg("request"), py::arg("timeout") = 5.0)
       .def(
-          "cast", [](Connection& c, py::handle to, py::handle req) { return do_send(&c, to, req, true); },
+          "cast",
+          [](Connection& c, py::handle to, py::handle req) { return do_send(&c, to, req, true); },
           py::arg("target"), py::arg("request"))
       .def(
-          "send", [](Connection& c, py::handle to, py::handle msg) { return do_send(&c, to, msg, false); },
+          "send",
+          [](Connection& c, py::handle to, py::handle msg) { return do_send(&c, to, msg, false); },
           py::arg("target"), py::arg("message"))
       .def("whereis", [](Connection& c, const std::string& name) { return do_whereis(&c, name); })
       .def(
@@ -314,8 +316,8 @@ void define_native(py::module_& m) {
       },
       py::arg("from_"), py::arg("value"), "Answers a call whose handle_call returned noreply.");
   m.def(
-      "whereis", [](const std::string& name) { return do_whereis(nullptr, name); },
-      py::arg("name"), "The current Ref of a registered name, or None.");
+      "whereis", [](const std::string& name) { return do_whereis(nullptr, name); }, py::arg("name"),
+      "The current Ref of a registered name, or None.");
   m.def(
       "monitor",
       [](py::handle target) { return actor_only("monitor").monitor(to_target(target)).id; },

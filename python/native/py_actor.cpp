@@ -29,7 +29,7 @@ class CurrentGuard {
 [[noreturn]] void rethrow_as_actor_error(py::error_already_set& e) {
   std::string type = "Exception", message, tb;
   try {
-    auto d = types().describe_exception(e.value()).cast<py::tuple>();
+    auto d = types().describe_exception(e.value(), e.trace()).cast<py::tuple>();
     type = d[0].cast<std::string>();
     message = d[1].cast<std::string>();
     tb = d[2].cast<std::string>();
@@ -170,9 +170,13 @@ class PyActor final : public worker::Actor {
 
 }  // namespace
 
-worker::Context* current_context() { return g_current; }
+worker::Context* current_context() {
+  return g_current;
+}
 
-bool on_dispatch_thread() { return std::this_thread::get_id() == g_dispatch_thread; }
+bool on_dispatch_thread() {
+  return std::this_thread::get_id() == g_dispatch_thread;
+}
 
 std::unique_ptr<worker::Actor> make_py_actor(const std::string& spec) {
   return std::make_unique<PyActor>(spec);

@@ -84,7 +84,8 @@ void convert(PyObject* o, schema::Value::Builder out, int depth) {
   } else if (PyList_Check(o) || PyTuple_Check(o)) {
     const bool list = PyList_Check(o);
     Py_ssize_t n = list ? PyList_GET_SIZE(o) : PyTuple_GET_SIZE(o);
-    auto items = list ? out.initList(static_cast<unsigned>(n)) : out.initTuple(static_cast<unsigned>(n));
+    auto items =
+        list ? out.initList(static_cast<unsigned>(n)) : out.initTuple(static_cast<unsigned>(n));
     for (Py_ssize_t i = 0; i < n; ++i) {
       // A list may shrink under us only through a __del__ run by our own
       // conversion; re-check the size each time.
@@ -250,11 +251,10 @@ py::object from_message(const worker::Message& m) {
       return from_value(p.getValue());
     case schema::Envelope::Payload::EXIT_REASON: {
       auto src = m.envelope().getSource();
-      py::object ref = py::cast(PyRef{worker::ActorRef{src.getWorker(), src.getIncarnation(),
-                                                       src.getActor()}});
+      py::object ref =
+          py::cast(PyRef{worker::ActorRef{src.getWorker(), src.getIncarnation(), src.getActor()}});
       py::object reason = from_exit_reason(p.getExitReason());
-      return m.kind() == schema::Kind::EXIT ? types().exit(ref, reason)
-                                            : types().down(ref, reason);
+      return m.kind() == schema::Kind::EXIT ? types().exit(ref, reason) : types().down(ref, reason);
     }
     case schema::Envelope::Payload::TYPED:
       // A C++ actor's own struct: Python sees its schema id only.
@@ -267,9 +267,9 @@ py::object from_message(const worker::Message& m) {
 worker::Target to_target(py::handle obj) {
   if (PyUnicode_Check(obj.ptr())) return obj.cast<std::string>();
   if (py::isinstance<PyRef>(obj)) return obj.cast<const PyRef&>().ref;
-  PyErr_SetString(PyExc_TypeError, ("a target is an actor name (str) or a bulkhead.Ref, not " +
-                                    type_name(obj))
-                                       .c_str());
+  PyErr_SetString(
+      PyExc_TypeError,
+      ("a target is an actor name (str) or a bulkhead.Ref, not " + type_name(obj)).c_str());
   throw py::error_already_set();
 }
 
