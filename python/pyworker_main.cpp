@@ -18,6 +18,8 @@
 // imported again by the worker's init, whose traceback makes the start
 // failure's reason.
 //
+// The GIL: held by the dispatch thread except while the worker waits for
+// messages (RunHooks before_wait/after_wait) or a handler waits in a call.
 // Signals are the worker library's (the interpreter installs no handlers);
 // stdout/stderr are unbuffered.  The process ends with _exit after the
 // worker stops: no interpreter finalisation, so atexit handlers do not run
@@ -126,20 +128,22 @@ int main(int argc, char** argv) {
       }
     }
   }
-  PyThreadState* main_thread = PyEval_SaveThread();  // handlers take the GIL as needed
+  if (zygote) {
+    // Every object imported so far is shared copy-on-write with the workers:
+    // keep the cycle collector's hands (and refcount-free scans) off them.
+    (void)py::module_::import("gc").attr("collect")();
+    (void)py::module_::import("gc").attr("freeze")();
+  }
+  // The dispatch thread holds the GIL while it handles messages and lets go
+  // of it while the worker waits for more (and while a handler waits in a
+  // call), so other Python threads run then.
+  PyThreadState* waiting = nullptr;
   bulkhead::worker::RunHooks hooks;
-  hooks.before_fork = [&] {
-    PyEval_RestoreThread(main_thread);
-    PyOS_BeforeFork();
-  };
-  hooks.after_fork_parent = [&] {
-    PyOS_AfterFork_Parent();
-    main_thread = PyEval_SaveThread();
-  };
-  hooks.after_fork_child = [&] {
-    PyOS_AfterFork_Child();
-    main_thread = PyEval_SaveThread();
-  };
+  hooks.before_fork = [] { PyOS_BeforeFork(); };
+  hooks.after_fork_parent = [] { PyOS_AfterFork_Parent(); };
+  hooks.after_fork_child = [] { PyOS_AfterFork_Child(); };
+  hooks.before_wait = [&] { waiting = PyEval_SaveThread(); };
+  hooks.after_wait = [&] { PyEval_RestoreThread(waiting); };
   int code = bulkhead::worker::run(static_cast<int>(rest.size()) - 1, rest.data(), registry, hooks);
   std::fflush(nullptr);
   ::_exit(code);

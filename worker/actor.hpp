@@ -268,14 +268,19 @@ class ActorRegistry {
 // answers `--list-actors` (one type per line) and `--help` for tooling.
 int run(int argc, char** argv, const ActorRegistry& registry);
 
-// For programs embedding a runtime that must know about fork (CPython:
-// PyOS_BeforeFork / AfterFork_*).  In zygote mode, `before_fork` runs in the
-// zygote before it forks a worker, `after_fork_parent` in the zygote after,
-// `after_fork_child` in the new worker before it attaches.  Empty = nothing.
+// For programs embedding a runtime that must know about fork and blocking
+// (CPython: PyOS_BeforeFork / AfterFork_*, the GIL).  In zygote mode,
+// `before_fork` runs in the zygote before it forks a worker,
+// `after_fork_parent` in the zygote after, `after_fork_child` in the new
+// worker before it attaches.  `before_wait` / `after_wait` bracket every
+// time the worker's loop blocks waiting for messages (not waits inside a
+// handler's call).  Empty = nothing.
 struct RunHooks {
   std::function<void()> before_fork;
   std::function<void()> after_fork_parent;
   std::function<void()> after_fork_child;
+  std::function<void()> before_wait;
+  std::function<void()> after_wait;
 };
 int run(int argc, char** argv, const ActorRegistry& registry, const RunHooks& hooks);
 

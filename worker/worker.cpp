@@ -223,8 +223,8 @@ class ActorContext final : public Context {
 
 class Dispatcher {
  public:
-  Dispatcher(const ActorRegistry& registry, int control_fd)
-      : registry_(registry), control_fd_(control_fd) {}
+  Dispatcher(const ActorRegistry& registry, const RunHooks& hooks, int control_fd)
+      : registry_(registry), hooks_(hooks), control_fd_(control_fd) {}
 
   int run(ipc::Segment mailbox, ipc::Segment board) {
     std::optional<Node> node;
@@ -252,7 +252,9 @@ class Dispatcher {
     node.set_actors(&actors_);
     report_ready(control_fd_);
     for (;;) {
+      if (hooks_.before_wait) hooks_.before_wait();
       node.wait(std::nullopt);
+      if (hooks_.after_wait) hooks_.after_wait();
       if (int code = guarded_dispatch(node); code >= 0) return code;
       if (node.stop_requested()) return stop();
       if (auto death = node.linked_death()) {
@@ -360,6 +362,7 @@ class Dispatcher {
   }
 
   const ActorRegistry& registry_;
+  const RunHooks& hooks_;
   int control_fd_;
   std::vector<std::unique_ptr<Actor>> actors_;
   std::vector<std::unique_ptr<ActorContext>> contexts_;
@@ -368,7 +371,7 @@ class Dispatcher {
 namespace {
 
 // The worker proper: fds 3 (mailbox), 4 (control socket), 5 (bell board).
-int serve_worker(const ActorRegistry& registry) {
+int serve_worker(const ActorRegistry& registry, const RunHooks& hooks) {
   for (int fd : {kSegmentFd, kControlFd, kBoardFd}) {
     if (::fcntl(fd, F_GETFD) < 0) {
       usage(registry);
@@ -381,7 +384,7 @@ int serve_worker(const ActorRegistry& registry) {
   try {
     ipc::Segment seg = ipc::Segment::adopt_fd(ipc::UniqueFd(kSegmentFd), "worker-mailbox");
     ipc::Segment board = ipc::Segment::adopt_fd(ipc::UniqueFd(kBoardFd), "bell-board");
-    Dispatcher d(registry, kControlFd);
+    Dispatcher d(registry, hooks, kControlFd);
     return d.run(std::move(seg), std::move(board));
   } catch (const std::exception& e) {
     report_start_failed(kControlFd, std::string("worker handover failed: ") + e.what());
@@ -462,7 +465,7 @@ int zygote_loop(const ActorRegistry& registry, const RunHooks& hooks) {
           if (!become_worker(supervisor, fds[0], fds[1], fds[2]))
             zygote_child_exit(kExitBadHandover);
           if (hooks.after_fork_child) hooks.after_fork_child();
-          zygote_child_exit(serve_worker(registry));
+          zygote_child_exit(serve_worker(registry, hooks));
         }
         std::int32_t reply = w > 0 ? w : -errno;
         (void)::send(sock, &reply, sizeof reply, MSG_NOSIGNAL);
@@ -520,7 +523,7 @@ int run(int argc, char** argv, const ActorRegistry& registry, const RunHooks& ho
     usage(registry);
     return kExitUsage;
   }
-  return serve_worker(registry);
+  return serve_worker(registry, hooks);
 }
 
 }  // namespace bulkhead::worker

@@ -6,9 +6,10 @@
 // new one.  Exceptions escaping a handler become worker::ActorError (type,
 // message, traceback), which ends the worker with an `exception` reason.
 //
-// GIL: the dispatch thread does not hold the GIL between handlers (the
-// program's main released it), so other Python threads run while the worker
-// waits on its rings; each handler takes it for its duration.
+// GIL: the dispatch thread holds it while it dispatches and releases it
+// while the worker waits on its rings (bulkhead-pyworker's RunHooks) and
+// while a handler waits in bulkhead.call; each handler makes sure it has it
+// (cheap when it already does: a handler nested in another's call).
 //
 // Current actor: while a handler runs, bulkhead.call/cast/... act for it
 // (current_context()).  A handler that calls another actor lets the worker

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 namespace bulkhead::python {
 
@@ -139,6 +140,15 @@ void convert(PyObject* o, schema::Value::Builder out, int depth) {
   }
 }
 
+// Received symbols -> their (interned) Atoms, skipping a Python call for the
+// common ones.  Bounded: a peer sending endless new names fills Atom's own
+// table, not this one (see README: atoms, like Erlang's, are not collected).
+constexpr std::size_t kAtomCache = 4096;
+std::unordered_map<std::string, py::object>& atom_cache() {
+  static auto* cache = new std::unordered_map<std::string, py::object>();  // never destroyed
+  return *cache;
+}
+
 }  // namespace
 
 void to_value(py::handle obj, schema::Value::Builder out, const char* root) {
@@ -201,9 +211,14 @@ py::object from_value(schema::Value::Reader v) {
     }
     case schema::Value::SYMBOL: {
       auto t = v.getSymbol();
+      std::string name(t.cStr(), t.size());
+      auto& cache = atom_cache();
+      if (auto it = cache.find(name); it != cache.end()) return it->second;
       PyObject* s = PyUnicode_DecodeUTF8(t.cStr(), static_cast<Py_ssize_t>(t.size()), "replace");
       if (s == nullptr) throw py::error_already_set();
-      return types().atom(py::reinterpret_steal<py::object>(s));
+      py::object atom = types().atom(py::reinterpret_steal<py::object>(s));
+      if (cache.size() < kAtomCache) cache.emplace(std::move(name), atom);
+      return atom;
     }
   }
   return py::none();
