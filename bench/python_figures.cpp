@@ -9,8 +9,10 @@
 //   py_cast_throughput   casts from a Python actor to a Python counter in
 //                        another worker, ended by one call: msgs/s
 //   py_restart_ready     SIGKILL of a one_for_one Python child to its new
-//                        worker ready (forked by the Python zygote, modules
-//                        already imported), from the supervisor's events
+//                        worker ready (the Python zygote's spare, forked
+//                        ahead of time with the modules imported, takes
+//                        over), from the supervisor's events; 20 ms between
+//                        restarts
 //   py_cold_start_ready  the same with `zygote = false`: exec, a fresh
 //                        interpreter, the imports
 // The actors are bench/python/bench_actors.py.
@@ -112,7 +114,9 @@ Result py_restart(const RunConfig& cfg, bool zygote) {
   LatencySamples s(static_cast<std::size_t>(n));
   for (int i = 0; i < n + warm; ++i) {
     long long pid = sup.pids.at("root/callee");
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // let it settle
+    // Let it settle: the zygote forks its next spare once idle for 2 ms
+    // (worker.cpp); a worker killed sooner is forked on demand.
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
     auto t0 = Clock::now();
     ::kill(static_cast<pid_t>(pid), SIGKILL);
     Event ready = sup.wait_for([&](const Event& e) { return e.name == "ready" && e.pid != pid; });

@@ -9,7 +9,8 @@
 // actor module, registers each class as an actor type named "module:Class",
 // then runs as a worker (worker::run).
 //
-// Zygote mode: the same, then it forks workers on request; the modules are
+// Zygote mode: the same, then it forks workers on request (one kept forked
+// ahead of time: RunHooks::spare); the modules are
 // imported once, in the zygote, before any worker exists, so a restarted
 // worker starts from the freshly imported modules, never from an earlier
 // incarnation's state.  The fork hooks keep CPython consistent across fork
@@ -142,6 +143,7 @@ int main(int argc, char** argv) {
   hooks.before_fork = [] { PyOS_BeforeFork(); };
   hooks.after_fork_parent = [] { PyOS_AfterFork_Parent(); };
   hooks.after_fork_child = [] { PyOS_AfterFork_Child(); };
+  hooks.spare = true;  // a fork of the interpreter + its after-fork work: done ahead of time
   hooks.before_wait = [&] { waiting = PyEval_SaveThread(); };
   hooks.after_wait = [&] { PyEval_RestoreThread(waiting); };
   int code = bulkhead::worker::run(static_cast<int>(rest.size()) - 1, rest.data(), registry, hooks);

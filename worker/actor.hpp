@@ -281,6 +281,11 @@ struct RunHooks {
   std::function<void()> after_fork_child;
   std::function<void()> before_wait;
   std::function<void()> after_wait;
+  // Zygote mode: keep one worker forked ahead of time (past fork and
+  // after_fork_child, reparented to the supervisor), so that a start only
+  // hands it its fds.  For programs whose fork is expensive (a big
+  // interpreter); costs one idle process per zygote.
+  bool spare = false;
 };
 int run(int argc, char** argv, const ActorRegistry& registry, const RunHooks& hooks);
 

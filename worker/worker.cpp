@@ -2,6 +2,7 @@
 
 #include <cxxabi.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -398,16 +399,22 @@ int serve_worker(const ActorRegistry& registry, const RunHooks& hooks) {
   ::_exit(code);
 }
 
-bool become_worker(pid_t supervisor, int mailbox, int control, int output) {
-  // We were forked by an intermediate that exits at once: wait to be
-  // reparented to the supervisor (a child subreaper), then tie our life to it.
+// Waits until we are the supervisor's child (an intermediate that forked us
+// exits at once, and the supervisor is a child subreaper), then ties our
+// life to it.
+bool wait_reparented(pid_t supervisor) {
   for (int i = 0; ::getppid() != supervisor; ++i) {
     if (i > 100000) return false;
     ::sched_yield();
   }
   ::setpgid(0, 0);
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (::getppid() != supervisor) return false;  // it died meanwhile
+  return ::getppid() == supervisor;  // else it died meanwhile
+}
+
+// Moves the handed-over fds into place (3, 4, 1+2), closes everything else,
+// resets the signal mask and dispositions.
+bool adopt_fds(int mailbox, int control, int output) {
   int m = ::fcntl(mailbox, F_DUPFD, 10), c = ::fcntl(control, F_DUPFD, 10),
       o = ::fcntl(output, F_DUPFD, 10);
   if (m < 0 || c < 0 || o < 0) return false;
@@ -427,33 +434,148 @@ bool become_worker(pid_t supervisor, int mailbox, int control, int output) {
   return true;
 }
 
+bool become_worker(pid_t supervisor, int mailbox, int control, int output) {
+  return wait_reparented(supervisor) && adopt_fds(mailbox, control, output);
+}
+
+// Receives one request (three fds) on `sock`.  Returns recvmsg's result; the
+// fds are -1 where none came.
+ssize_t recv_fds(int sock, int (&fds)[3]) {
+  std::byte buf[16];
+  msghdr msg{};
+  iovec iov{buf, sizeof buf};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(3 * sizeof(int))] = {};
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t r = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  fds[0] = fds[1] = fds[2] = -1;
+  cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+  if (r > 0 && cm != nullptr && cm->cmsg_type == SCM_RIGHTS &&
+      cm->cmsg_len == CMSG_LEN(3 * sizeof(int))) {
+    std::memcpy(fds, CMSG_DATA(cm), sizeof fds);
+  }
+  return r;
+}
+
+bool send_fds(int sock, const int (&fds)[3]) {
+  std::int32_t tag = 0;
+  msghdr msg{};
+  iovec iov{&tag, sizeof tag};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(3 * sizeof(int))] = {};
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(3 * sizeof(int));
+  std::memcpy(CMSG_DATA(c), fds, sizeof fds);
+  return ::sendmsg(sock, &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof tag);
+}
+
+// A spare (RunHooks::spare): a worker forked ahead of time, already the
+// supervisor's child and past after_fork_child, waiting on `sock` for the
+// fds of the child it will be.  The zygote's end closing (the zygote died)
+// ends it.
+struct Spare {
+  pid_t pid = -1;
+  int sock = -1;
+};
+constexpr int kSpareDelayMs = 2;
+
+[[noreturn]] void spare_main(pid_t supervisor, int sock, const ActorRegistry& registry,
+                             const RunHooks& hooks) {
+  ::close(kSegmentFd);  // the zygote's socket to the supervisor is not ours
+  if (!wait_reparented(supervisor)) zygote_child_exit(kExitBadHandover);
+  if (hooks.after_fork_child) hooks.after_fork_child();
+  int fds[3];
+  ssize_t r;
+  do {
+    r = recv_fds(sock, fds);
+  } while (r < 0 && errno == EINTR);
+  if (r <= 0 || fds[0] < 0) zygote_child_exit(kExitOk);  // not needed after all
+  if (!adopt_fds(fds[0], fds[1], fds[2])) zygote_child_exit(kExitBadHandover);
+  zygote_child_exit(serve_worker(registry, hooks));
+}
+
+Spare make_spare(pid_t supervisor, const ActorRegistry& registry, const RunHooks& hooks) {
+  int sv[2], pp[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return {};
+  if (::pipe2(pp, O_CLOEXEC) != 0) {
+    ::close(sv[0]);
+    ::close(sv[1]);
+    return {};
+  }
+  std::fflush(nullptr);
+  if (hooks.before_fork) hooks.before_fork();
+  pid_t mid = ::fork();
+  if (mid == 0) {
+    pid_t w = ::fork();
+    if (w == 0) {
+      ::close(sv[0]);
+      spare_main(supervisor, sv[1], registry, hooks);
+    }
+    std::int32_t pid = w;
+    (void)!::write(pp[1], &pid, sizeof pid);
+    ::_exit(0);
+  }
+  if (hooks.after_fork_parent) hooks.after_fork_parent();
+  ::close(sv[1]);
+  ::close(pp[1]);
+  Spare s;
+  if (mid > 0) {
+    while (::waitpid(mid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    std::int32_t pid = -1;
+    if (::read(pp[0], &pid, sizeof pid) == static_cast<ssize_t>(sizeof pid) && pid > 0) {
+      s.pid = pid;
+      s.sock = sv[0];
+    }
+  }
+  ::close(pp[0]);
+  if (s.pid <= 0) ::close(sv[0]);
+  return s;
+}
+
 // Zygote mode: a pre-initialised, single-threaded copy of this worker
 // program that forks new workers on request (DESIGN: fast restart).  fd 3 is
 // its socket to the supervisor, fd 5 the bell board (inherited by workers).
 // A request carries three fds (mailbox, control socket, output pipe); the
 // zygote forks an intermediate that forks the worker and reports its pid on
 // the socket, then exits, so the worker is reparented to the supervisor (a
-// child subreaper) and the supervisor alone reaps it.
+// child subreaper) and the supervisor alone reaps it.  With RunHooks::spare,
+// that worker is forked ahead of time (a spare, see spare_main) and the
+// request only hands it the fds; the next spare is forked after the answer.
 int zygote_loop(const ActorRegistry& registry, const RunHooks& hooks) {
   const pid_t supervisor = ::getppid();
   const int sock = kSegmentFd;
   ::signal(SIGCHLD, SIG_DFL);
+  Spare spare;
   for (;;) {
-    std::byte buf[16];
-    msghdr msg{};
-    iovec iov{buf, sizeof buf};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(cmsghdr) char control[CMSG_SPACE(3 * sizeof(int))] = {};
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    ssize_t r = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    if (hooks.spare && spare.pid <= 0) {
+      // Make the next spare once no request came for a moment: the worker
+      // just handed over (or forked) gets the CPU first.
+      pollfd p{sock, POLLIN, 0};
+      if (::poll(&p, 1, kSpareDelayMs) == 0) spare = make_spare(supervisor, registry, hooks);
+    }
+    int fds[3];
+    ssize_t r = recv_fds(sock, fds);
     if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return kExitOk;  // the supervisor is gone
-    int fds[3] = {-1, -1, -1};
-    cmsghdr* cm = CMSG_FIRSTHDR(&msg);
-    if (cm != nullptr && cm->cmsg_type == SCM_RIGHTS && cm->cmsg_len == CMSG_LEN(3 * sizeof(int))) {
-      std::memcpy(fds, CMSG_DATA(cm), sizeof fds);
+    if (r <= 0) return kExitOk;  // the supervisor is gone (a spare sees our end close)
+    if (spare.pid > 0 && fds[0] >= 0 && fds[1] >= 0 && fds[2] >= 0) {
+      // Hand the request to the spare; if it is gone, fork as usual.
+      bool handed = send_fds(spare.sock, fds);
+      ::close(spare.sock);
+      std::int32_t reply = spare.pid;
+      spare = {};
+      if (handed) {
+        (void)::send(sock, &reply, sizeof reply, MSG_NOSIGNAL);
+        for (int fd : fds) ::close(fd);
+        continue;
+      }
     }
     if (fds[0] >= 0 && fds[1] >= 0 && fds[2] >= 0) {
       std::fflush(nullptr);
