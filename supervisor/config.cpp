@@ -487,7 +487,8 @@ class Loader {
     known_keys(
         t, path,
         {"id", "type", "binary", "actors", "restart", "shutdown", "significant", "start_timeout_ms",
-         "backoff", "mailbox", "mailbox_bytes", "overflow", "block_timeout_ms", "python_path"});
+         "backoff", "mailbox", "mailbox_bytes", "overflow", "block_timeout_ms", "log_file",
+         "log_max_bytes", "log_max_files", "log_rate", "python_path"});
     const bool python = has_python_actors(t);
     if (python) {
       c.python_path = read_python_path(t, path).value_or(python_path_);
@@ -496,6 +497,7 @@ class Loader {
               "only for a worker with Python actors ({python = \"module:Class\"})");
     }
     read_common(t, path, c, /*supervisor=*/false);
+    read_log_keys(t, path, c);
     c.kind = ChildKind::worker;
     c.start_timeout = Ms(get_int(t, path, "start_timeout_ms", 1, 3'600'000).value_or(5000));
     c.mailbox_keep =
@@ -544,6 +546,59 @@ class Loader {
       c.backoff = b;
     }
     read_actors(t, path, c);
+  }
+
+  // log_file, log_max_bytes, log_max_files, log_rate (see config.hpp).
+  void read_log_keys(const toml::table& t, const std::string& path, ChildSpec& c) {
+    c.log_rate = static_cast<std::uint32_t>(
+        get_int(t, path, "log_rate", 0, 10'000'000).value_or(c.log_rate));
+    auto file = get_string(t, path, "log_file");
+    if (!file) {
+      if (t.get("log_file") != nullptr) return;  // already a problem
+      for (const char* k : {"log_max_bytes", "log_max_files"}) {
+        if (t.get(k) != nullptr) problem(t.get(k), path + "." + k, "needs log_file");
+      }
+      return;
+    }
+    c.log_max_bytes = static_cast<std::uint64_t>(
+        get_int(t, path, "log_max_bytes", 16384, std::int64_t{1} << 40).value_or(10 << 20));
+    c.log_max_files = static_cast<int>(get_int(t, path, "log_max_files", 0, 1000).value_or(5));
+    const toml::node* n = t.get("log_file");
+    std::string key = path + ".log_file";
+    if (file->empty()) {
+      problem(n, key, "must be a file path");
+      return;
+    }
+    if (c.id == "template" && file->find("{id}") == std::string::npos) {
+      problem(n, key, "a template's log_file must contain {id}: every instance would share it");
+      return;
+    }
+    auto p = std::filesystem::absolute(file_.parent_path() / *file).lexically_normal();
+    if (!p.has_filename()) {
+      problem(n, key, fmt::format("'{}' names a directory, not a file", *file));
+      return;
+    }
+    auto dir = p.parent_path();
+    std::error_code ec;
+    if (dir.string().find("{id}") == std::string::npos) {
+      if (!std::filesystem::is_directory(dir, ec)) {
+        problem(n, key, fmt::format("directory '{}' does not exist", dir.string()));
+        return;
+      }
+      if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+        problem(n, key, fmt::format("directory '{}' is not writable", dir.string()));
+        return;
+      }
+    }
+    if (std::filesystem::is_directory(p, ec)) {
+      problem(n, key, fmt::format("'{}' is a directory", p.string()));
+      return;
+    }
+    if (auto [it, fresh] = log_files_.emplace(p.string(), key); !fresh) {
+      problem(n, key, fmt::format("'{}' is already the log file of {}", p.string(), it->second));
+      return;
+    }
+    c.log_file = p.string();
   }
 
   void read_actors(const toml::table& t, const std::string& path, ChildSpec& c) {
@@ -623,6 +678,7 @@ class Loader {
   std::vector<std::string> problems_;
   std::map<std::string, std::optional<std::vector<std::string>>> probed_;
   std::map<std::string, std::string> actor_names_;  // name -> where first defined
+  std::map<std::string, std::string> log_files_;    // path -> the key that named it
 };
 
 }  // namespace

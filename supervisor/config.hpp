@@ -16,16 +16,27 @@
 //                    (then the binary defaults to bulkhead-pyworker), python_path,
 //                    restart, shutdown, significant, start_timeout_ms, backoff,
 //                    mailbox ("keep"/"drop"), mailbox_bytes, overflow
-//                    ("block"/"fail"/"drop"), block_timeout_ms
+//                    ("block"/"fail"/"drop"), block_timeout_ms,
+//                    log_file, log_max_bytes, log_max_files, log_rate (below)
 // Actor names are unique in the whole tree (they are the registry).
 //   a supervisor child: id, type = "supervisor", the [root] keys, restart,
 //                    shutdown, significant; children or (simple_one_for_one)
 //                    template = {worker keys} and instances = N
+// Worker output (supervisor/output_capture.hpp): stdout and stderr lines go
+// to the supervisor's log, or with log_file = "PATH" (relative to the tree
+// file's directory, which must exist; "{id}" is replaced by the child id,
+// and is required in a template) to that file alone, rotated when a line
+// would make it exceed log_max_bytes (default 10 MiB, at least 16 KiB),
+// keeping log_max_files old files (default 5; w.log -> w.1.log -> w.2.log).
+// log_rate: lines per second a child may log, with bursts of 5 s worth
+// (default 2000; 0 = no limit); the rest is dropped and counted.  Two
+// children cannot share a log file.
 #pragma once
 
 #include <toml++/toml.h>
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -93,6 +104,11 @@ struct ChildSpec {
   std::size_t mailbox_bytes = 1 << 18;  // ring capacity of each inbound channel
   enum class Overflow { block, fail, drop } overflow = Overflow::block;
   Ms block_timeout{1000};  // overflow = "block": how long a sender waits
+  // output capture
+  std::string log_file;  // absolute, may contain "{id}"; "" = the supervisor's log
+  std::uint64_t log_max_bytes = 10u << 20;
+  int log_max_files = 5;
+  std::uint32_t log_rate = 2000;  // lines per second; 0 = unlimited
   // supervisor
   std::shared_ptr<SupervisorSpec> supervisor;
 };

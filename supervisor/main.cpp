@@ -1,13 +1,13 @@
 // bulkhead-supervisor: runs one supervision tree.
 //
 // Usage: bulkhead-supervisor TREE.toml [--events FILE] [--check] [--log-level L]
+//                            [--log-file FILE]
 // Exit codes (stable, documented in README.md):
 //   0  stopped on request (SIGTERM/SIGINT) or by auto_shutdown
 //   1  the root supervisor gave up (restart intensity reached)
 //   2  bad command line or bad tree file (nothing was started)
 //   3  the tree failed to start (a child failed to start)
 //   4  internal error (a bug: please report)
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -18,6 +18,7 @@
 #include <filesystem>
 
 #include "supervisor/config.hpp"
+#include "supervisor/logging.hpp"
 #include "supervisor/runtime.hpp"
 
 namespace {
@@ -43,7 +44,7 @@ std::string default_socket_path(const std::string& tree_name) {
 int main(int argc, char** argv) {
   using namespace bulkhead::supervisor;
   CLI::App app{"bulkhead-supervisor: runs an OTP-style supervision tree of worker processes"};
-  std::string tree_file, events, level = "info";
+  std::string tree_file, events, level = "info", log_file;
   bool check_only = false;
   app.add_option("tree", tree_file, "the tree file (TOML)")->required();
   app.add_option("--events", events, "append machine-readable events (JSON lines) to FILE");
@@ -54,6 +55,7 @@ int main(int argc, char** argv) {
   app.add_flag("--check", check_only, "validate the tree file and exit (0 valid, 2 invalid)");
   app.add_option("--log-level", level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  app.add_option("--log-file", log_file, "append the log to FILE as well as stderr");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -61,10 +63,13 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
 
-  auto logger = spdlog::stderr_color_mt("bulkhead");
-  logger->set_pattern("%H:%M:%S.%e %^%-5l%$ %v");
-  spdlog::set_default_logger(logger);
-  spdlog::set_level(spdlog::level::from_str(level));
+  try {
+    setup_supervisor_log(level, check_only ? "" : log_file);
+  } catch (const spdlog::spdlog_ex& e) {
+    std::fprintf(stderr, "bulkhead-supervisor: cannot write log file %s: %s\n", log_file.c_str(),
+                 e.what());
+    return 2;
+  }
 
   TreeSpec tree;
   try {

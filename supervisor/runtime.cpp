@@ -27,6 +27,7 @@
 #include "ipc/packet.hpp"
 #include "schema/codec.hpp"
 #include "schema/control.capnp.h"
+#include "supervisor/logging.hpp"
 #include "supervisor/spawn.hpp"
 #include "supervisor/value_from_toml.hpp"
 
@@ -313,7 +314,7 @@ int Runtime::run() {
           on_control_readable(*w.child);
           break;
         case Watch::Type::output:
-          on_output_readable(*w.child, false);
+          on_output_readable(*w.child, evs[i].data.fd);
           break;
         case Watch::Type::pidfd:
           reap_worker(*w.child);
@@ -806,12 +807,14 @@ void Runtime::start_worker(Child& c) {
   c.pid = s.pid;
   c.live = true;
   c.pidfd = std::move(s.pidfd);
-  c.output = std::move(s.output);
+  if (!c.capture) c.capture = make_output_capture(c.path, c.spec);
+  c.capture->attach(c.pid, std::move(s.out), std::move(s.err));
   ipc::check_sys(::fcntl(c.control.get(), F_SETFL, O_NONBLOCK), "fcntl control socket");
   c.spawned_at = Clock::now();
   watch(c.pidfd.get(), Watch::Type::pidfd, &c);
   watch(c.control.get(), Watch::Type::control, &c);
-  watch(c.output.get(), Watch::Type::output, &c);
+  if (c.capture->out_fd() >= 0) watch(c.capture->out_fd(), Watch::Type::output, &c);
+  if (c.capture->err_fd() >= 0) watch(c.capture->err_fd(), Watch::Type::output, &c);
   spdlog::info("{}: spawned pid {} (incarnation {})", c.path, c.pid, c.incarnation);
   event("spawned", &c);
   c.ready_timer = add_timer(c.spec.start_timeout, [this, &c] {
@@ -832,11 +835,28 @@ void Runtime::push_control(Endpoint& ep,
   capnp::MallocMessageBuilder mb;
   fill(mb.initRoot<schema::ToWorker>());
   auto words = capnp::messageToFlatArray(mb);
-  auto bytes = words.asBytes();
+  push_control_bytes(ep, words.asBytes());
+}
+
+void Runtime::push_control_bytes(Endpoint& ep, kj::ArrayPtr<const kj::byte> bytes) {
+  if (!ep.control_ring.attached()) return;
   auto st = ep.control_ring.try_push(
       ipc::kControlFrame, {reinterpret_cast<const std::byte*>(bytes.begin()), bytes.size()});
   if (st != ipc::PushStatus::ok) {
     spdlog::warn("{}: control ring full or broken: a control message was not delivered", ep.path);
+  }
+}
+
+void Runtime::push_control_to_all_but(const Endpoint& ep,
+                                      const std::function<void(schema::ToWorker::Builder)>& fill) {
+  // Built once, copied into each ring: a restart in a tree of N workers
+  // costs N ring pushes, not N message builds.
+  capnp::MallocMessageBuilder mb;
+  fill(mb.initRoot<schema::ToWorker>());
+  auto words = capnp::messageToFlatArray(mb);
+  for (auto& [slot, other] : endpoints_) {
+    if (other == &ep || !other->live) continue;
+    push_control_bytes(*other, words.asBytes());
   }
 }
 
@@ -912,22 +932,16 @@ void Runtime::send_peer_table(Endpoint& ep) {
 }
 
 void Runtime::broadcast_up(const Endpoint& ep) {
-  for (auto& [slot, other] : endpoints_) {
-    if (other == &ep || !other->live) continue;
-    push_control(*other, [&](schema::ToWorker::Builder m) { fill_peer(m.initPeerUp(), ep); });
-  }
+  push_control_to_all_but(ep, [&](schema::ToWorker::Builder m) { fill_peer(m.initPeerUp(), ep); });
 }
 
 void Runtime::broadcast_down(const Endpoint& ep, const ExitInfo& why) {
-  for (auto& [slot, other] : endpoints_) {
-    if (other == &ep || !other->live) continue;
-    push_control(*other, [&](schema::ToWorker::Builder m) {
-      auto d = m.initPeerDown();
-      d.setSlot(ep.slot);
-      d.setIncarnation(ep.incarnation);
-      to_schema(why, d.initReason());
-    });
-  }
+  push_control_to_all_but(ep, [&](schema::ToWorker::Builder m) {
+    auto d = m.initPeerDown();
+    d.setSlot(ep.slot);
+    d.setIncarnation(ep.incarnation);
+    to_schema(why, d.initReason());
+  });
 }
 
 Runtime::Channel& Runtime::channel(std::uint32_t producer, std::uint32_t consumer) {
@@ -1068,11 +1082,14 @@ void Runtime::stop_worker(Child& c) {
 void Runtime::close_worker_fds(Child& c) {
   unwatch(c.pidfd.get());
   unwatch(c.control.get());
-  unwatch(c.output.get());
   c.pidfd.reset();
   c.control.reset();
-  c.output.reset();
-  c.out_partial.clear();
+  if (c.capture) {
+    unwatch(c.capture->out_fd());
+    unwatch(c.capture->err_fd());
+    c.capture->close_all();
+  }
+  cancel_timer(c.output_pause);
 }
 
 void Runtime::reap_worker(Child& c) {
@@ -1087,9 +1104,9 @@ void Runtime::reap_worker(Child& c) {
     return;  // not yet (spurious wake-up)
   }
   pid_t pid = c.pid;
-  on_control_readable(c);       // a last report may still be queued
-  on_output_readable(c, true);  // and the last lines of output
-  c.pid = 0;                    // reaped: nobody may signal this pid any more
+  on_control_readable(c);              // a last report may still be queued
+  if (c.capture) c.capture->finish();  // and the last lines of output
+  c.pid = 0;                           // reaped: nobody may signal this pid any more
   close_worker_fds(c);
   cancel_timer(c.ready_timer);
   cancel_timer(c.kill_timer);
@@ -1121,16 +1138,20 @@ void Runtime::reap_worker(Child& c) {
   c.running = false;
   broadcast_down(c, r);  // pending calls to it fail now, monitors fire
   Child* pc = &c;
-  std::string extra = reason_json(r) + fmt::format(R"(,"pid":{})", pid);
+  std::uint64_t dropped = c.capture ? c.capture->dropped() : 0;
+  std::string extra =
+      reason_json(r) + fmt::format(R"(,"pid":{},"output_dropped":{})", pid, dropped);
+  std::string drops = dropped > 0 ? fmt::format(" ({} output lines dropped)", dropped) : "";
   event("exited", pc, extra);
   auto up = c.ready_at != TimePoint{}
                 ? std::chrono::duration<double>(Clock::now() - c.ready_at).count()
                 : 0.0;
   if (r.abnormal()) {
-    spdlog::warn("{}: pid {} incarnation {} exited after {:.3f} s: {}", c.path, pid, c.incarnation,
-                 up, r.describe());
+    spdlog::warn("{}: pid {} incarnation {} exited after {:.3f} s: {}{}", c.path, pid,
+                 c.incarnation, up, r.describe(), drops);
   } else {
-    spdlog::info("{}: pid {} incarnation {} exited: {}", c.path, pid, c.incarnation, r.describe());
+    spdlog::info("{}: pid {} incarnation {} exited: {}{}", c.path, pid, c.incarnation, r.describe(),
+                 drops);
   }
   on_child_exit(*c.owner, c, r);
 }
@@ -1204,40 +1225,27 @@ void Runtime::on_control_readable(Child& c) {
   }
 }
 
-void Runtime::on_output_readable(Child& c, bool final_drain) {
-  if (!c.output) return;
-  constexpr std::size_t kMaxLine = 4096;
-  std::array<char, 16384> buf;
-  // A flooding worker gets a bounded share per loop turn: 4 reads.
-  for (int i = 0; i < (final_drain ? 64 : 4); ++i) {
-    ssize_t n = ::read(c.output.get(), buf.data(), buf.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      if (n == 0) {
-        unwatch(c.output.get());
-        c.output.reset();
-      }
+void Runtime::on_output_readable(Child& c, int fd) {
+  if (!c.capture) return;
+  switch (c.capture->read_some(fd)) {
+    case OutputCapture::Read::more:
       break;
-    }
-    c.out_partial.append(buf.data(), static_cast<std::size_t>(n));
-    std::size_t start = 0;
-    for (;;) {
-      auto nl = c.out_partial.find('\n', start);
-      if (nl == std::string::npos) break;
-      spdlog::info("[{} {}] {}", c.path, c.pid,
-                   std::string_view(c.out_partial).substr(start, nl - start));
-      start = nl + 1;
-    }
-    c.out_partial.erase(0, start);
-    if (c.out_partial.size() > kMaxLine) {
-      spdlog::info("[{} {}] {} [line cut at {} bytes]", c.path, c.pid,
-                   std::string_view(c.out_partial).substr(0, kMaxLine), kMaxLine);
-      c.out_partial.clear();
-    }
-  }
-  if (final_drain && !c.out_partial.empty()) {
-    spdlog::info("[{} {}] {}", c.path, c.pid, c.out_partial);
-    c.out_partial.clear();
+    case OutputCapture::Read::eof:  // the worker closed it
+      unwatch(fd);
+      c.capture->close(fd);
+      break;
+    case OutputCapture::Read::throttled:
+      // Over its log_rate: its pipes fill meanwhile and it waits in write().
+      unwatch(c.capture->out_fd());
+      unwatch(c.capture->err_fd());
+      cancel_timer(c.output_pause);
+      c.output_pause = add_timer(OutputCapture::kThrottlePause, [this, &c] {
+        c.output_pause.reset();
+        for (int f : {c.capture->out_fd(), c.capture->err_fd()}) {
+          if (f >= 0) watch(f, Watch::Type::output, &c);
+        }
+      });
+      break;
   }
 }
 

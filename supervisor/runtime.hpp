@@ -44,6 +44,7 @@
 #include "ipc/sys.hpp"
 #include "schema/control.capnp.h"
 #include "supervisor/config.hpp"
+#include "supervisor/output_capture.hpp"
 #include "supervisor/spawn.hpp"
 
 namespace bulkhead::supervisor {
@@ -129,8 +130,9 @@ class Runtime {
     std::optional<ExitInfo> last_exit;
     // worker
     pid_t pid = 0;  // emptied the moment the child is reaped
-    ipc::UniqueFd pidfd, output;
-    std::string out_partial;
+    ipc::UniqueFd pidfd;
+    std::unique_ptr<OutputCapture> capture;  // stdout + stderr, made at the first start
+    std::optional<TimerKey> output_pause;    // throttled: its pipes are not read until then
     TimePoint spawned_at{}, ready_at{};
     std::optional<TimerKey> ready_timer, kill_timer, restart_timer;
     // A client's start_child / terminate_child waiting for this child: its slot.
@@ -209,7 +211,7 @@ class Runtime {
   void stop_worker(Child& c);
   void reap_worker(Child& c);
   void on_control_readable(Child& c);
-  void on_output_readable(Child& c, bool final_drain);
+  void on_output_readable(Child& c, int fd);
   void kill_group(Child& c, int sig);
   void kill_subtree(Node& n, const std::string& note);
   void close_worker_fds(Child& c);
@@ -217,6 +219,9 @@ class Runtime {
 
   // --- messaging plumbing ---
   void push_control(Endpoint& ep, const std::function<void(schema::ToWorker::Builder)>& fill);
+  void push_control_bytes(Endpoint& ep, kj::ArrayPtr<const kj::byte> bytes);
+  void push_control_to_all_but(const Endpoint& ep,
+                               const std::function<void(schema::ToWorker::Builder)>& fill);
   void fill_peer(schema::PeerInfo::Builder b, const Endpoint& ep) const;
   void send_peer_table(Endpoint& ep);
   void broadcast_up(const Endpoint& ep);

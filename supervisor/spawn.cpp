@@ -23,14 +23,15 @@ namespace bulkhead::supervisor {
 namespace {
 
 // Runs in the child between fork and exec: async-signal-safe calls only.
-// fd 3, 4, 5 and 1+2 get segment_fd, control_fd, board_fd and output_fd; a
-// negative source leaves /dev/null (3, 4) or the inherited fd (1, 2).
+// fd 3, 4, 5, 1 and 2 get segment_fd, control_fd, board_fd, out_fd and
+// err_fd; a negative source leaves /dev/null (3, 4) or the inherited fd (1, 2).
 struct ChildSetup : bp::extend::handler {
   pid_t parent;
   int segment_fd;
   int control_fd;
   int board_fd;
-  int output_fd;
+  int out_fd;
+  int err_fd;
 
   template <class Executor>
   void on_exec_setup(Executor&) const {
@@ -50,10 +51,12 @@ struct ChildSetup : bp::extend::handler {
     int seg = lift(segment_fd);
     int ctl = lift(control_fd);
     int brd = lift(board_fd);
-    int out = output_fd >= 0 ? ::fcntl(output_fd, F_DUPFD, 10) : -2;
-    if (seg < 0 || ctl < 0 || brd < 0 || out == -1) ::_exit(126);
+    int out = out_fd >= 0 ? ::fcntl(out_fd, F_DUPFD, 10) : -2;
+    int err = err_fd >= 0 ? ::fcntl(err_fd, F_DUPFD, 10) : -2;
+    if (seg < 0 || ctl < 0 || brd < 0 || out == -1 || err == -1) ::_exit(126);
     if (::dup2(seg, 3) < 0 || ::dup2(ctl, 4) < 0 || ::dup2(brd, 5) < 0) ::_exit(126);
-    if (out >= 0 && (::dup2(out, 1) < 0 || ::dup2(out, 2) < 0)) ::_exit(126);
+    if (out >= 0 && ::dup2(out, 1) < 0) ::_exit(126);
+    if (err >= 0 && ::dup2(err, 2) < 0) ::_exit(126);
     ::dup2(devnull, 0);
     // Everything above 4 closes at exec (Boost's own error pipe included,
     // which is close-on-exec anyway).
@@ -86,13 +89,14 @@ std::pair<ipc::UniqueFd, ipc::UniqueFd> output_pipe() {
 }
 
 pid_t spawn_process(const std::string& binary, const char* flag, int fd3, int fd4, int fd5,
-                    int output_fd, const std::vector<std::string>& extra) {
+                    int out_fd, int err_fd, const std::vector<std::string>& extra) {
   ChildSetup setup;
   setup.parent = ::getpid();
   setup.segment_fd = fd3;
   setup.control_fd = fd4;
   setup.board_fd = fd5;
-  setup.output_fd = output_fd;
+  setup.out_fd = out_fd;
+  setup.err_fd = err_fd;
   std::error_code ec;
   std::vector<std::string> args{flag};
   args.insert(args.end(), extra.begin(), extra.end());
@@ -108,12 +112,14 @@ pid_t spawn_process(const std::string& binary, const char* flag, int fd3, int fd
 Spawned spawn_worker(const std::string& binary, int segment_fd, int control_fd, int board_fd,
                      const std::vector<std::string>& args) {
   auto [out_r, out_w] = output_pipe();
+  auto [err_r, err_w] = output_pipe();
   pid_t pid = spawn_process(binary, "--bulkhead-worker", segment_fd, control_fd, board_fd,
-                            out_w.get(), args);
+                            out_w.get(), err_w.get(), args);
   Spawned s;
   s.pid = pid;
   s.pidfd = open_pidfd(pid);
-  s.output = std::move(out_r);
+  s.out = std::move(out_r);
+  s.err = std::move(err_r);
   return s;
 }
 
@@ -123,7 +129,7 @@ std::unique_ptr<Zygote> Zygote::start(const std::string& binary, int board_fd,
   ipc::check_sys(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), "socketpair");
   ipc::UniqueFd ours(sv[0]), theirs(sv[1]);
   std::unique_ptr<Zygote> z(new Zygote);
-  z->pid_ = spawn_process(binary, "--bulkhead-zygote", theirs.get(), -1, board_fd, -1, args);
+  z->pid_ = spawn_process(binary, "--bulkhead-zygote", theirs.get(), -1, board_fd, -1, -1, args);
   z->pidfd_ = open_pidfd(z->pid_);
   z->sock_ = std::move(ours);
   return z;
@@ -150,24 +156,26 @@ bool Zygote::reap() {
 
 Spawned Zygote::spawn(int segment_fd, int control_fd) {
   auto [out_r, out_w] = output_pipe();
+  auto [err_r, err_w] = output_pipe();
   std::int32_t tag = 0;
   msghdr msg{};
   iovec iov{&tag, sizeof tag};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(3 * sizeof(int))] = {};
+  alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))] = {};
   msg.msg_control = control;
   msg.msg_controllen = sizeof control;
   cmsghdr* c = CMSG_FIRSTHDR(&msg);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(3 * sizeof(int));
-  int fds[3] = {segment_fd, control_fd, out_w.get()};
+  c->cmsg_len = CMSG_LEN(4 * sizeof(int));
+  int fds[4] = {segment_fd, control_fd, out_w.get(), err_w.get()};
   std::memcpy(CMSG_DATA(c), fds, sizeof fds);
   if (ipc::retry_eintr([&] { return ::sendmsg(sock_.get(), &msg, MSG_NOSIGNAL); }) < 0) {
     ipc::throw_sys("request to zygote " + std::to_string(pid_));
   }
   out_w.reset();
+  err_w.reset();
   pollfd p{sock_.get(), POLLIN, 0};
   const int wait_ms = answered_ ? 1000 : 10000;
   if (ipc::retry_eintr([&] { return ::poll(&p, 1, wait_ms); }) != 1) {
@@ -182,7 +190,8 @@ Spawned Zygote::spawn(int segment_fd, int control_fd) {
   Spawned s;
   s.pid = reply;
   s.pidfd = open_pidfd(s.pid);
-  s.output = std::move(out_r);
+  s.out = std::move(out_r);
+  s.err = std::move(err_r);
   return s;
 }
 

@@ -7,8 +7,8 @@
 //   - PR_SET_PDEATHSIG(SIGKILL), then the getppid() check (the supervisor may
 //     have died between fork and prctl);
 //   - the segment fd -> 3, the control socket -> 4, the bell board -> 5,
-//     stdout and stderr -> the
-//     capture pipe; every other fd is marked close-on-exec (close_range);
+//     stdout and stderr -> one capture pipe each (output_capture.hpp);
+//     every other fd is marked close-on-exec (close_range);
 //   - the signal mask and dispositions are reset to defaults.
 // Reaping is NOT Boost's: the child is detached at once and the supervisor's
 // event loop owns its exit through a pidfd (one owner of child exits).
@@ -26,8 +26,8 @@ namespace bulkhead::supervisor {
 
 struct Spawned {
   pid_t pid = 0;
-  ipc::UniqueFd pidfd;   // readable when the child exits; waitid(P_PIDFD) reaps it
-  ipc::UniqueFd output;  // read end of the child's stdout+stderr (non-blocking)
+  ipc::UniqueFd pidfd;     // readable when the child exits; waitid(P_PIDFD) reaps it
+  ipc::UniqueFd out, err;  // read ends of the child's stdout and stderr (non-blocking)
 };
 
 // Starts `binary --bulkhead-worker` with `segment_fd` as fd 3, `board_fd` as fd 5 and

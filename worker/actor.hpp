@@ -30,12 +30,14 @@
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -139,8 +141,16 @@ enum class CallError {
 const char* to_string(CallError e);
 
 // The outcome of a call: the reply message (copied out of the ring), or an error.
+// Small replies live inside the object (no allocation on the hot path).
 class CallResult {
  public:
+  CallResult() = default;
+  CallResult(CallResult&& o) noexcept { *this = std::move(o); }
+  CallResult& operator=(CallResult&& o) noexcept;
+  CallResult(const CallResult&) = delete;
+  CallResult& operator=(const CallResult&) = delete;
+  ~CallResult() = default;
+
   [[nodiscard]] bool ok() const { return error_ == CallError::none; }
   [[nodiscard]] CallError error() const { return error_; }
   [[nodiscard]] const std::string& error_text() const { return text_; }
@@ -150,10 +160,16 @@ class CallResult {
 
  private:
   friend class Node;
+  static constexpr std::size_t kInlineWords = 32;  // replies up to 256 bytes
+  void set_words(std::span<const std::byte> bytes);
+  [[nodiscard]] kj::ArrayPtr<const capnp::word> words() const;
+
   CallError error_ = CallError::none;
   std::string text_;
-  kj::Array<capnp::word> words_;
-  mutable std::unique_ptr<capnp::FlatArrayMessageReader> reader_;  // made by reply()
+  std::size_t n_words_ = 0;
+  std::array<capnp::word, kInlineWords> inline_;                 // the reply, if it fits
+  kj::Array<capnp::word> heap_;                                  // the reply, if it does not
+  mutable std::optional<capnp::FlatArrayMessageReader> reader_;  // made by reply()
 };
 
 enum class SendStatus { ok, noproc, overflow, dropped, timeout, broken };

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -182,6 +183,54 @@ class Chatty : public Actor {
     auto n = map_get_int(args, "lines").value_or(10);
     for (long long i = 0; i < n; ++i) std::printf("chatty line %lld\n", i);
     std::fflush(stdout);
+  }
+};
+
+// Writes to stdout and stderr on init, with write(2) (no stdio buffer): for
+// the output capture tests.  args: out, err (a line each), partial (stdout,
+// no newline), long (a stdout line of that many 'x'), lines (that many
+// numbered stdout lines).
+class Printer : public Actor {
+ public:
+  void init(Value::Reader args) override {
+    if (auto n = map_get_int(args, "lines")) {
+      for (long long i = 0; i < *n; ++i) put(1, "printer line " + std::to_string(i) + "\n");
+    }
+    if (auto t = map_get_text(args, "out")) put(1, std::string(*t) + "\n");
+    if (auto t = map_get_text(args, "err")) put(2, std::string(*t) + "\n");
+    if (auto n = map_get_int(args, "long")) {
+      put(1, std::string(static_cast<std::size_t>(*n), 'x') + "\nafter the long line\n");
+    }
+    if (auto t = map_get_text(args, "partial")) put(1, std::string(*t));
+  }
+
+ private:
+  static void put(int fd, const std::string& s) {
+    std::size_t done = 0;
+    while (done < s.size()) {
+      ssize_t n = ::write(fd, s.data() + done, s.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return;
+      done += static_cast<std::size_t>(n);
+    }
+  }
+};
+
+// Writes numbered lines to stdout as fast as it can, from a thread started
+// by init, for as long as the worker lives.  args: stream ("out"/"err").
+class Flooder : public Actor {
+ public:
+  void init(Value::Reader args) override {
+    int fd = map_get_text(args, "stream").value_or("out") == "err" ? 2 : 1;
+    std::thread([fd] {
+      std::string batch;
+      for (unsigned long long i = 0;; ++i) {
+        batch += "flood " + std::to_string(i) + " .................................\n";
+        if (batch.size() < 8192) continue;
+        if (::write(fd, batch.data(), batch.size()) < 0 && errno != EINTR) return;
+        batch.clear();
+      }
+    }).detach();
   }
 };
 
@@ -568,6 +617,8 @@ void register_builtin_actors(ActorRegistry& registry) {
   registry.add<Stubborn>("stubborn");
   registry.add<Slow>("slow");
   registry.add<Chatty>("chatty");
+  registry.add<Printer>("printer");
+  registry.add<Flooder>("flooder");
   registry.add<Relay>("relay");
   registry.add<Deferred>("deferred");
   registry.add<Pinger>("pinger");

@@ -133,7 +133,7 @@ std::optional<schema::ToWorker::Start::Reader> Node::wait_for_start(
 bool Node::ready() const {
   if (control_.readable()) return true;
   for (const auto& in : inbound_) {
-    if (in->ring.readable()) return true;
+    if (!in->dead && in->ring.readable()) return true;
   }
   for (const auto& h : held_) {
     if (h.actor >= busy_.size() || busy_[h.actor] == 0) return true;
@@ -151,6 +151,7 @@ std::size_t Node::dispatch_available() {
   deliver_held();
   for (std::size_t i = 0; i < inbound_.size(); ++i) n += drain_inbound(*inbound_[i]);
   deliver_held();
+  if (depth_ == 0) std::erase_if(inbound_, [](const auto& in) { return in->dead; });
   return n;
 }
 
@@ -240,7 +241,7 @@ void Node::drain_replies_from(std::uint32_t slot) {
   // happened before its exit, which happened before this peerDown).  Replies
   // complete their calls; anything else is kept, in order, for its actor.
   for (auto& in : inbound_) {
-    if (in->peer != slot) continue;
+    if (in->peer != slot || in->dead) continue;
     ipc::Frame f;
     while (in->ring.try_peek(f) == ipc::PopStatus::ok) {
       auto words = copy_words(f.payload);
@@ -347,7 +348,9 @@ void Node::on_channel(schema::ChannelInfo::Reader info) {
     if (view.producer_slot != peer || view.consumer_slot != slot_) {
       throw std::runtime_error(name + ": the segment names other ends");
     }
-    std::erase_if(inbound_, [&](const auto& in) { return in->peer == peer; });
+    for (auto& old : inbound_) {
+      if (old->peer == peer) old->dead = true;
+    }
     auto in = std::make_unique<Inbound>(Inbound{peer, std::move(seg), {}});
     in->ring = ipc::RingConsumer(view.ring, name);
     if (drop_mailbox_ && actors_ == nullptr) {
@@ -543,7 +546,7 @@ CallResult Node::call(std::uint32_t from_actor, const Target& to, const PayloadF
   }
   const auto deadline = Clock::now() + timeout;
   const std::uint64_t corr = next_correlation_++;
-  pending_[corr] = Pending{r->slot, r->stamp, false, {}};
+  pending_.emplace_back(corr, Pending{r->slot, r->stamp, false, {}});
   Peer& p = peers_[r->slot];
   SendStatus st = publish(p, [&](schema::Envelope::Builder e) {
     e.setKind(schema::Kind::CALL);
@@ -554,14 +557,14 @@ CallResult Node::call(std::uint32_t from_actor, const Target& to, const PayloadF
     request(e.getPayload());
   });
   if (st != SendStatus::ok) {
-    pending_.erase(corr);
+    pending_.erase(find_pending(corr));
     out.error_ = st == SendStatus::noproc ? CallError::noproc : CallError::overflow;
     out.text_ = fmt::format("call not sent: {}", to_string(st));
     return out;
   }
   ++depth_;
   for (;;) {
-    auto it = pending_.find(corr);
+    auto it = find_pending(corr);
     if (it->second.done) {
       out = std::move(it->second.result);
       pending_.erase(it);
@@ -726,13 +729,13 @@ std::size_t Node::drain_inbound(Inbound& in) {
   constexpr std::size_t kDrainBatch = 64;
   std::size_t n = 0;
   ipc::Frame f;
-  while (n < kDrainBatch) {
+  while (n < kDrainBatch && !in.dead) {
     auto st = in.ring.try_peek(f);
     if (st == ipc::PopStatus::empty) return n;
     if (st == ipc::PopStatus::broken) {
+      in.dead = true;  // freed at depth 0: an outer drain may be inside it
       report_broken(in.peer, in.ring.fault().describe());
-      std::erase_if(inbound_, [&](const auto& x) { return x.get() == &in; });
-      return n;  // `in` is gone
+      return n;
     }
     // Copy the frame out and release it before any handler runs: a handler
     // may call() and need later frames of this very ring (the reply), and
@@ -768,7 +771,7 @@ void Node::deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
                    std::span<const std::byte> bytes) {
   switch (env.getKind()) {
     case schema::Kind::REPLY: {
-      auto it = pending_.find(env.getCorrelationId());
+      auto it = find_pending(env.getCorrelationId());
       if (it == pending_.end() || it->second.done || it->second.slot != sender_slot) return;
       Pending& p = it->second;
       p.done = true;
@@ -777,7 +780,7 @@ void Node::deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
         p.result.error_ = from_code(payload.getError().getCode());
         p.result.text_ = payload.getError().getMessage();
       } else {
-        p.result.words_ = copy_words(bytes);
+        p.result.set_words(bytes);
       }
       return;
     }
@@ -933,19 +936,55 @@ void Node::deliver_held() {
 
 // --- small API pieces -------------------------------------------------------
 
+std::vector<std::pair<std::uint64_t, Node::Pending>>::iterator Node::find_pending(
+    std::uint64_t corr) {
+  return std::find_if(pending_.begin(), pending_.end(),
+                      [corr](const auto& e) { return e.first == corr; });
+}
+
 schema::Value::Reader Message::value() const {
   auto p = env_.getPayload();
   if (!p.isValue()) throw std::invalid_argument("message payload is not a Value");
   return p.getValue();
 }
 
+CallResult& CallResult::operator=(CallResult&& o) noexcept {
+  if (this == &o) return *this;
+  reader_.reset();
+  o.reader_.reset();
+  error_ = o.error_;
+  text_ = std::move(o.text_);
+  n_words_ = o.n_words_;
+  heap_ = kj::mv(o.heap_);
+  if (n_words_ <= kInlineWords && n_words_ != 0) {
+    std::memcpy(inline_.data(), o.inline_.data(), n_words_ * sizeof(capnp::word));
+  }
+  o.n_words_ = 0;
+  return *this;
+}
+
+void CallResult::set_words(std::span<const std::byte> bytes) {
+  reader_.reset();
+  n_words_ = (bytes.size() + sizeof(capnp::word) - 1) / sizeof(capnp::word);
+  capnp::word* dst = inline_.data();
+  if (n_words_ > kInlineWords) {
+    heap_ = kj::heapArray<capnp::word>(n_words_);
+    dst = heap_.begin();
+  }
+  if (n_words_ != 0) {
+    dst[n_words_ - 1] = capnp::word{};  // zero the padding of a partial last word
+    std::memcpy(dst, bytes.data(), bytes.size());
+  }
+}
+
+kj::ArrayPtr<const capnp::word> CallResult::words() const {
+  return {n_words_ > kInlineWords ? heap_.begin() : inline_.data(), n_words_};
+}
+
 Message CallResult::reply() const {
   if (!ok()) throw std::logic_error("CallResult::reply() on a failed call");
   // The words were validated on arrival; a reader over them is cheap.
-  if (!reader_) {
-    reader_ = std::make_unique<capnp::FlatArrayMessageReader>(
-        kj::ArrayPtr<const capnp::word>(words_.begin(), words_.size()));
-  }
+  if (!reader_) reader_.emplace(words());
   return Message(reader_->getRoot<schema::Envelope>());
 }
 

@@ -129,6 +129,9 @@ class Node {
     std::uint32_t peer = 0;
     ipc::Segment seg;
     ipc::RingConsumer ring;
+    // Broken or replaced: skipped from now on, freed only at dispatch depth 0
+    // (a handler's nested call may be running inside drain_inbound of it).
+    bool dead = false;
   };
   struct Pending {
     std::uint32_t slot = 0;
@@ -207,7 +210,9 @@ class Node {
   std::vector<std::unique_ptr<Actor>>* actors_ = nullptr;
   std::vector<int> busy_;  // per actor: handler frames on the stack
   std::deque<Held> held_;  // messages waiting for a free actor, in order
-  std::unordered_map<std::uint64_t, Pending> pending_;
+  // Calls in flight (one per nesting level, so a few): a flat vector.
+  std::vector<std::pair<std::uint64_t, Pending>> pending_;
+  std::vector<std::pair<std::uint64_t, Pending>>::iterator find_pending(std::uint64_t corr);
   std::uint64_t next_correlation_ = 1;
   std::map<std::uint64_t, Monitor> monitors_;
   struct Link {

@@ -412,14 +412,14 @@ bool wait_reparented(pid_t supervisor) {
   return ::getppid() == supervisor;  // else it died meanwhile
 }
 
-// Moves the handed-over fds into place (3, 4, 1+2), closes everything else,
+// Moves the handed-over fds into place (3, 4, 1, 2), closes everything else,
 // resets the signal mask and dispositions.
-bool adopt_fds(int mailbox, int control, int output) {
+bool adopt_fds(int mailbox, int control, int out, int err) {
   int m = ::fcntl(mailbox, F_DUPFD, 10), c = ::fcntl(control, F_DUPFD, 10),
-      o = ::fcntl(output, F_DUPFD, 10);
-  if (m < 0 || c < 0 || o < 0) return false;
+      o = ::fcntl(out, F_DUPFD, 10), e = ::fcntl(err, F_DUPFD, 10);
+  if (m < 0 || c < 0 || o < 0 || e < 0) return false;
   if (::dup2(m, kSegmentFd) < 0 || ::dup2(c, kControlFd) < 0 || ::dup2(o, 1) < 0 ||
-      ::dup2(o, 2) < 0) {
+      ::dup2(e, 2) < 0) {
     return false;
   }
   int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -434,44 +434,46 @@ bool adopt_fds(int mailbox, int control, int output) {
   return true;
 }
 
-bool become_worker(pid_t supervisor, int mailbox, int control, int output) {
-  return wait_reparented(supervisor) && adopt_fds(mailbox, control, output);
+bool become_worker(pid_t supervisor, int mailbox, int control, int out, int err) {
+  return wait_reparented(supervisor) && adopt_fds(mailbox, control, out, err);
 }
 
-// Receives one request (three fds) on `sock`.  Returns recvmsg's result; the
-// fds are -1 where none came.
-ssize_t recv_fds(int sock, int (&fds)[3]) {
+constexpr int kRequestFds = 4;
+
+// Receives one request (four fds: mailbox, control, stdout, stderr) on `sock`.  Returns recvmsg's
+// result; the fds are -1 where none came.
+ssize_t recv_fds(int sock, int (&fds)[kRequestFds]) {
   std::byte buf[16];
   msghdr msg{};
   iovec iov{buf, sizeof buf};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(3 * sizeof(int))] = {};
+  alignas(cmsghdr) char control[CMSG_SPACE(kRequestFds * sizeof(int))] = {};
   msg.msg_control = control;
   msg.msg_controllen = sizeof control;
   ssize_t r = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-  fds[0] = fds[1] = fds[2] = -1;
+  for (int& fd : fds) fd = -1;
   cmsghdr* cm = CMSG_FIRSTHDR(&msg);
   if (r > 0 && cm != nullptr && cm->cmsg_type == SCM_RIGHTS &&
-      cm->cmsg_len == CMSG_LEN(3 * sizeof(int))) {
+      cm->cmsg_len == CMSG_LEN(kRequestFds * sizeof(int))) {
     std::memcpy(fds, CMSG_DATA(cm), sizeof fds);
   }
   return r;
 }
 
-bool send_fds(int sock, const int (&fds)[3]) {
+bool send_fds(int sock, const int (&fds)[kRequestFds]) {
   std::int32_t tag = 0;
   msghdr msg{};
   iovec iov{&tag, sizeof tag};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(3 * sizeof(int))] = {};
+  alignas(cmsghdr) char control[CMSG_SPACE(kRequestFds * sizeof(int))] = {};
   msg.msg_control = control;
   msg.msg_controllen = sizeof control;
   cmsghdr* c = CMSG_FIRSTHDR(&msg);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(3 * sizeof(int));
+  c->cmsg_len = CMSG_LEN(kRequestFds * sizeof(int));
   std::memcpy(CMSG_DATA(c), fds, sizeof fds);
   return ::sendmsg(sock, &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof tag);
 }
@@ -491,13 +493,13 @@ constexpr int kSpareDelayMs = 2;
   ::close(kSegmentFd);  // the zygote's socket to the supervisor is not ours
   if (!wait_reparented(supervisor)) zygote_child_exit(kExitBadHandover);
   if (hooks.after_fork_child) hooks.after_fork_child();
-  int fds[3];
+  int fds[kRequestFds];
   ssize_t r;
   do {
     r = recv_fds(sock, fds);
   } while (r < 0 && errno == EINTR);
   if (r <= 0 || fds[0] < 0) zygote_child_exit(kExitOk);  // not needed after all
-  if (!adopt_fds(fds[0], fds[1], fds[2])) zygote_child_exit(kExitBadHandover);
+  if (!adopt_fds(fds[0], fds[1], fds[2], fds[3])) zygote_child_exit(kExitBadHandover);
   zygote_child_exit(serve_worker(registry, hooks));
 }
 
@@ -543,7 +545,7 @@ Spare make_spare(pid_t supervisor, const ActorRegistry& registry, const RunHooks
 // Zygote mode: a pre-initialised, single-threaded copy of this worker
 // program that forks new workers on request (DESIGN: fast restart).  fd 3 is
 // its socket to the supervisor, fd 5 the bell board (inherited by workers).
-// A request carries three fds (mailbox, control socket, output pipe); the
+// A request carries four fds (mailbox, control socket, stdout and stderr pipes); the
 // zygote forks an intermediate that forks the worker and reports its pid on
 // the socket, then exits, so the worker is reparented to the supervisor (a
 // child subreaper) and the supervisor alone reaps it.  With RunHooks::spare,
@@ -561,11 +563,12 @@ int zygote_loop(const ActorRegistry& registry, const RunHooks& hooks) {
       pollfd p{sock, POLLIN, 0};
       if (::poll(&p, 1, kSpareDelayMs) == 0) spare = make_spare(supervisor, registry, hooks);
     }
-    int fds[3];
+    int fds[kRequestFds];
     ssize_t r = recv_fds(sock, fds);
+    const bool complete = fds[0] >= 0 && fds[1] >= 0 && fds[2] >= 0 && fds[3] >= 0;
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return kExitOk;  // the supervisor is gone (a spare sees our end close)
-    if (spare.pid > 0 && fds[0] >= 0 && fds[1] >= 0 && fds[2] >= 0) {
+    if (spare.pid > 0 && complete) {
       // Hand the request to the spare; if it is gone, fork as usual.
       bool handed = send_fds(spare.sock, fds);
       ::close(spare.sock);
@@ -577,14 +580,14 @@ int zygote_loop(const ActorRegistry& registry, const RunHooks& hooks) {
         continue;
       }
     }
-    if (fds[0] >= 0 && fds[1] >= 0 && fds[2] >= 0) {
+    if (complete) {
       std::fflush(nullptr);
       if (hooks.before_fork) hooks.before_fork();
       pid_t mid = ::fork();
       if (mid == 0) {
         pid_t w = ::fork();
         if (w == 0) {
-          if (!become_worker(supervisor, fds[0], fds[1], fds[2]))
+          if (!become_worker(supervisor, fds[0], fds[1], fds[2], fds[3]))
             zygote_child_exit(kExitBadHandover);
           if (hooks.after_fork_child) hooks.after_fork_child();
           zygote_child_exit(serve_worker(registry, hooks));

@@ -1717,11 +1717,14 @@ block_timeout_ms = 300
 shutdown = "brutal_kill"
 )"));
   // Fill the mailbox with small (sleep, 250) casts until one has to wait.
+  // (On a loaded machine the sleeper may free its next frame later than the
+  // 300 ms a waiting cast gives it: a timeout here also means "full".)
   bool waited = false;
   for (int n = 0; n < 80 && !waited; ++n) {
     auto t0 = Clock::now();
-    ASSERT_EQ(client().cast("sleeper", P(Tup({S("sleep"), I(250)}))), SendStatus::ok) << n;
-    waited = ms_since(t0) > 50.0;
+    auto fill = client().cast("sleeper", P(Tup({S("sleep"), I(250)})));
+    ASSERT_TRUE(fill == SendStatus::ok || fill == SendStatus::timeout) << n << to_string(fill);
+    waited = ms_since(t0) > 50.0 || fill == SendStatus::timeout;
   }
   ASSERT_TRUE(waited) << "the mailbox never filled";
   auto before = stats_of("root/s");

@@ -167,6 +167,7 @@ def test_flooding_worker_does_not_block_the_tree(sup):
         [[root.children]]
         id = "chatty"
         start_timeout_ms = 60000
+        log_rate = 0  # no limit: every line must reach the log (drops: test_supervisor_logs)
         actors = [{ type = "chatty", args = { lines = 200000 } }]
 
         [[root.children]]
