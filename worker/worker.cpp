@@ -569,13 +569,22 @@ int zygote_loop(const ActorRegistry& registry, const RunHooks& hooks) {
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return kExitOk;  // the supervisor is gone (a spare sees our end close)
     if (spare.pid > 0 && complete) {
-      // Hand the request to the spare; if it is gone, fork as usual.
-      bool handed = send_fds(spare.sock, fds);
-      ::close(spare.sock);
+      // Hand the request to the spare, if it is still there (its end of the
+      // socket open); else fork as usual.  The answer goes first: once woken,
+      // the spare would otherwise take the CPU before the supervisor hears
+      // its pid.  Should the spare die in between, the supervisor sees its
+      // pid exit (it is the supervisor's unreaped child: the pid cannot be
+      // reused meanwhile) and handles that like any failed start.
+      pollfd alive{spare.sock, POLLOUT, 0};
+      bool there = ::poll(&alive, 1, 0) == 1 && (alive.revents & (POLLHUP | POLLERR)) == 0;
       std::int32_t reply = spare.pid;
-      spare = {};
-      if (handed) {
+      if (there) {
         (void)::send(sock, &reply, sizeof reply, MSG_NOSIGNAL);
+        (void)send_fds(spare.sock, fds);
+      }
+      ::close(spare.sock);
+      spare = {};
+      if (there) {
         for (int fd : fds) ::close(fd);
         continue;
       }
