@@ -54,6 +54,7 @@ Catalog make_catalog() {
   add_os_baselines(c);
   add_ring_figures(c);
   add_supervisor_figures(c);
+  add_python_figures(c);
   return c;
 }
 

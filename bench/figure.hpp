@@ -108,5 +108,6 @@ Catalog make_catalog();
 void add_os_baselines(Catalog& c);        // os_baselines.cpp
 void add_ring_figures(Catalog& c);        // ring_figures.cpp
 void add_supervisor_figures(Catalog& c);  // supervisor_figures.cpp
+void add_python_figures(Catalog& c);      // python_figures.cpp
 
 }  // namespace bulkhead::bench

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdio>
+#include <functional>
 #include <set>
 #include <sstream>
 
@@ -96,10 +97,12 @@ class Loader {
     }
     TreeSpec tree;
     tree.file = file_;
+    python_path_ = {file_.parent_path().lexically_normal().string()};
     known_keys(doc, "", {"tree", "root"});
     std::filesystem::path worker = opts_.default_worker;
     if (auto* t = table_at(doc, "tree", "tree", false)) {
-      known_keys(*t, "tree", {"name", "worker", "zygote"});
+      known_keys(*t, "tree", {"name", "worker", "zygote", "python_path"});
+      python_path_ = read_python_path(*t, "tree").value_or(python_path_);
       tree.name = get_string(*t, "tree", "name").value_or(tree.name);
       tree.zygote = get_bool(*t, "tree", "zygote").value_or(true);
       if (tree.name.empty() || tree.name.find_first_of("/ \t") != std::string::npos) {
@@ -114,6 +117,7 @@ class Loader {
       read_supervisor(*root, "root", tree.root);
     }
     if (!problems_.empty()) throw ConfigError(problems_);
+    python_args(tree.root);
     return tree;
   }
 
@@ -385,11 +389,113 @@ class Loader {
     }
   }
 
+  // python_path: a string or an array of strings, relative to the tree file.
+  std::optional<std::vector<std::string>> read_python_path(const toml::table& t,
+                                                           const std::string& path) {
+    const toml::node* n = t.get("python_path");
+    if (n == nullptr) return std::nullopt;
+    std::vector<std::string> out;
+    auto add = [&](const toml::node& e) {
+      if (!e.is_string() || e.as_string()->get().empty() ||
+          e.as_string()->get().find(':') != std::string::npos) {
+        problem(&e, path + ".python_path", "must be a directory (a non-empty string without ':')");
+        return;
+      }
+      std::filesystem::path d(e.as_string()->get());
+      if (d.is_relative()) d = file_.parent_path() / d;
+      d = d.lexically_normal();
+      std::error_code ec;
+      if (!std::filesystem::is_directory(d, ec)) {
+        problem(&e, path + ".python_path", fmt::format("'{}' is not a directory", d.string()));
+        return;
+      }
+      out.push_back(d.string());
+    };
+    if (const auto* a = n->as_array()) {
+      for (const auto& e : *a) add(e);
+    } else {
+      add(*n);
+    }
+    return out;
+  }
+
+  // Gives every Python worker child its arguments: the path and every Python
+  // class of the tree under the same path (one zygote imports them all).
+  void python_args(SupervisorSpec& s) {
+    std::map<std::string, std::set<std::string>> classes;  // joined path -> classes
+    std::vector<ChildSpec*> children;
+    std::function<void(SupervisorSpec&)> walk = [&](SupervisorSpec& sup) {
+      auto visit = [&](ChildSpec& c) {
+        if (c.kind == ChildKind::supervisor) {
+          if (c.supervisor) walk(*c.supervisor);
+          return;
+        }
+        if (c.python_path.empty()) return;
+        std::string joined;
+        for (const auto& d : c.python_path) joined += (joined.empty() ? "" : ":") + d;
+        for (const auto& a : c.actors) classes[joined].insert(a.type);
+        children.push_back(&c);
+      };
+      for (auto& c : sup.children) visit(c);
+      if (sup.child_template) visit(*sup.child_template);
+    };
+    walk(s);
+    for (ChildSpec* c : children) {
+      std::string joined;
+      for (const auto& d : c->python_path) joined += (joined.empty() ? "" : ":") + d;
+      std::string list;
+      for (const auto& k : classes[joined]) list += (list.empty() ? "" : ",") + k;
+      c->binary_args = {"--python-path=" + joined, "--python-actors=" + list};
+    }
+  }
+
+  static bool python_class_spec(const std::string& s) {
+    // module[.module...]:Class[.Nested...], each part a Python identifier
+    auto colon = s.find(':');
+    if (colon == std::string::npos || s.find(':', colon + 1) != std::string::npos) return false;
+    auto dotted = [](std::string_view part) {
+      if (part.empty()) return false;
+      bool start = true;
+      for (char ch : part) {
+        bool alpha = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_';
+        bool digit = ch >= '0' && ch <= '9';
+        if (ch == '.') {
+          if (start) return false;
+          start = true;
+        } else if (alpha || (digit && !start)) {
+          start = false;
+        } else {
+          return false;
+        }
+      }
+      return !start;
+    };
+    return dotted(std::string_view(s).substr(0, colon)) &&
+           dotted(std::string_view(s).substr(colon + 1));
+  }
+
+  static bool has_python_actors(const toml::table& t) {
+    const toml::node* n = t.get("actors");
+    if (n == nullptr || !n->is_array()) return false;
+    for (const auto& el : *n->as_array()) {
+      if (el.is_table() && el.as_table()->get("python") != nullptr) return true;
+    }
+    return false;
+  }
+
   void read_worker(const toml::table& t, const std::string& path, ChildSpec& c) {
-    known_keys(t, path,
-               {"id", "type", "binary", "actors", "restart", "shutdown", "significant",
-                "start_timeout_ms", "backoff", "mailbox", "mailbox_bytes", "overflow",
-                "block_timeout_ms", "log_file", "log_max_bytes", "log_max_files", "log_rate"});
+    known_keys(
+        t, path,
+        {"id", "type", "binary", "actors", "restart", "shutdown", "significant", "start_timeout_ms",
+         "backoff", "mailbox", "mailbox_bytes", "overflow", "block_timeout_ms", "log_file",
+         "log_max_bytes", "log_max_files", "log_rate", "python_path"});
+    const bool python = has_python_actors(t);
+    if (python) {
+      c.python_path = read_python_path(t, path).value_or(python_path_);
+    } else if (t.get("python_path") != nullptr) {
+      problem(t.get("python_path"), path + ".python_path",
+              "only for a worker with Python actors ({python = \"module:Class\"})");
+    }
     read_common(t, path, c, /*supervisor=*/false);
     read_log_keys(t, path, c);
     c.kind = ChildKind::worker;
@@ -412,6 +518,16 @@ class Loader {
     c.block_timeout = Ms(get_int(t, path, "block_timeout_ms", 0, 3'600'000).value_or(1000));
     if (auto b = get_string(t, path, "binary")) {
       if (auto p = resolve_binary(*b, t.get("binary"), path + ".binary")) c.binary = p->string();
+    } else if (t.get("binary") == nullptr && python) {
+      auto py = opts_.default_worker.parent_path() / "bulkhead-pyworker";
+      if (::access(py.c_str(), X_OK) != 0) {
+        problem(&t, path + ".actors",
+                fmt::format("Python actors need the Python worker, but '{}' is not there "
+                            "(built with pybind11-dev and libpython3.11-dev)",
+                            py.string()));
+      } else {
+        c.binary = py.string();
+      }
     } else if (t.get("binary") == nullptr) {
       c.binary = default_worker_;
       if (c.binary.empty()) problem(&t, path + ".binary", "missing, and [tree] names no worker");
@@ -496,7 +612,8 @@ class Loader {
       return;
     }
     std::optional<std::vector<std::string>> hosted;
-    if (!c.binary.empty()) {
+    const bool python = !c.python_path.empty();
+    if (!c.binary.empty() && !python) {
       auto it = probed_.find(c.binary);
       if (it == probed_.end()) it = probed_.emplace(c.binary, opts_.probe(c.binary)).first;
       hosted = it->second;
@@ -510,10 +627,25 @@ class Loader {
     for (const auto& el : *n->as_array()) {
       std::string apath = fmt::format("{}.actors[{}]", path, i++);
       const toml::table& at = *el.as_table();
-      known_keys(at, apath, {"type", "name", "args"});
+      known_keys(at, apath, {"type", "python", "name", "args"});
       ActorConfig a;
-      auto type = get_string(at, apath, "type");
-      if (!type) {
+      auto type = get_string(at, apath, python ? "python" : "type");
+      if (python && at.get("type") != nullptr) {
+        problem(at.get("type"), apath + ".type",
+                "a worker hosts either C++ actors (type) or Python actors (python), not both");
+      } else if (python && !type) {
+        if (at.get("python") == nullptr) {
+          problem(&at, apath + ".python",
+                  "missing (this worker hosts Python actors: python = \"module:Class\")");
+        }
+      } else if (python) {
+        a.type = *type;
+        a.python = true;
+        if (!python_class_spec(a.type)) {
+          problem(at.get("python"), apath + ".python",
+                  fmt::format("'{}' is not \"module:Class\" (dotted Python identifiers)", a.type));
+        }
+      } else if (!type) {
         if (at.get("type") == nullptr) problem(&at, apath + ".type", "missing");
       } else {
         a.type = *type;
@@ -542,6 +674,7 @@ class Loader {
   std::filesystem::path file_;
   const LoadOptions& opts_;
   std::string default_worker_;
+  std::vector<std::string> python_path_;  // [tree] python_path (default: the file's dir)
   std::vector<std::string> problems_;
   std::map<std::string, std::optional<std::vector<std::string>>> probed_;
   std::map<std::string, std::string> actor_names_;  // name -> where first defined

@@ -6,10 +6,14 @@
 // as plain data; supervisor/tree.hpp interprets it.
 //
 // File format (see examples/tree.toml and README.md for a full example):
-//   [tree]           name, worker (default worker binary), zygote (true)
+//   [tree]           name, worker (default worker binary), zygote (true),
+//                    python_path (dirs of Python actor modules, relative to
+//                    the tree file; a string or an array; default: its dir)
 //   [root]           a supervisor: strategy, intensity, period_ms,
 //                    auto_shutdown, children = [[root.children]] ...
-//   a worker child:  id, type = "worker", binary, actors = [{type, name, args}],
+//   a worker child:  id, type = "worker", binary, actors = [{type, name, args}]
+//                    or Python actors [{python = "module:Class", name, args}]
+//                    (then the binary defaults to bulkhead-pyworker), python_path,
 //                    restart, shutdown, significant, start_timeout_ms, backoff,
 //                    mailbox ("keep"/"drop"), mailbox_bytes, overflow
 //                    ("block"/"fail"/"drop"), block_timeout_ms,
@@ -71,7 +75,8 @@ struct Backoff {
 };
 
 struct ActorConfig {
-  std::string type;
+  std::string type;  // a registered C++ type, or "module:Class" for a Python actor
+  bool python = false;
   std::string name;
   toml::table args;  // converted to a Value map when sent to the worker
 };
@@ -86,6 +91,11 @@ struct ChildSpec {
   bool significant = false;
   // worker
   std::string binary;  // absolute path
+  // Arguments after --bulkhead-worker / --bulkhead-zygote.  For a Python
+  // worker: --python-path=DIR[:DIR] and --python-actors=mod:Class,... (every
+  // Python class of the tree under that path: its zygote imports them all).
+  std::vector<std::string> binary_args;
+  std::vector<std::string> python_path;  // absolute dirs (Python workers)
   std::vector<ActorConfig> actors;
   Ms start_timeout{5000};
   std::optional<Backoff> backoff;

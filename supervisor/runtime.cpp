@@ -87,6 +87,7 @@ ExitInfo from_schema(schema::ExitReason::Reader r) {
       e.type = x.getType();
       e.message = x.getMessage();
       e.actor = x.getActor();
+      e.traceback = x.getTraceback();
       break;
     }
     default:
@@ -129,8 +130,9 @@ std::string ExitInfo::describe() const {
     case Kind::shutdown:
       return message.empty() ? "shutdown" : "shutdown (" + message + ")";
     case Kind::exception:
-      return fmt::format("exception {}: {}{}", type, message,
-                         actor.empty() ? "" : " (in actor " + actor + ")");
+      return fmt::format("exception {}: {}{}{}", type, message,
+                         actor.empty() ? "" : " (in actor " + actor + ")",
+                         traceback.empty() ? "" : "\n" + traceback);
     case Kind::signal:
       return fmt::format("killed by {} ({}){}{}", signal_name(number), number,
                          core_dumped ? ", core dumped" : "",
@@ -895,6 +897,7 @@ static void to_schema(const ExitInfo& e, schema::ExitReason::Builder b) {
       x.setType(e.type);
       x.setMessage(e.message);
       x.setActor(e.actor);
+      x.setTraceback(e.traceback);
       break;
     }
     case ExitInfo::Kind::signal: {
@@ -1488,29 +1491,34 @@ void Runtime::dump_stats() {
 // --- zygotes and strays -------------------------------------------------------
 
 Spawned Runtime::spawn(Child& c, int control_fd) {
+  const auto& args = c.spec.binary_args;
   if (tree_.zygote) {
-    auto it = zygotes_.find(c.spec.binary);
+    // One zygote per program and arguments (a Python worker's arguments name
+    // the modules its zygote pre-imports).
+    std::string key = c.spec.binary;
+    for (const auto& a : args) key += " " + a;
+    auto it = zygotes_.find(key);
     if (it == zygotes_.end()) {
       try {
-        auto z = Zygote::start(c.spec.binary, board_->fd());
-        spdlog::info("zygote for {} started (pid {})", c.spec.binary, z->pid());
+        auto z = Zygote::start(c.spec.binary, board_->fd(), args);
+        spdlog::info("zygote for {} started (pid {})", key, z->pid());
         watch(z->pidfd(), Watch::Type::zygote, nullptr);
-        it = zygotes_.emplace(c.spec.binary, std::move(z)).first;
+        it = zygotes_.emplace(key, std::move(z)).first;
       } catch (const std::exception& e) {
-        spdlog::warn("no zygote for {}: {}; starting workers with exec", c.spec.binary, e.what());
+        spdlog::warn("no zygote for {}: {}; starting workers with exec", key, e.what());
       }
     }
     if (it != zygotes_.end()) {
       try {
         return it->second->spawn(c.segment->fd(), control_fd);
       } catch (const std::exception& e) {
-        spdlog::warn("zygote for {} failed: {}; replacing it", c.spec.binary, e.what());
+        spdlog::warn("zygote for {} failed: {}; replacing it", key, e.what());
         unwatch(it->second->pidfd());
         zygotes_.erase(it);  // killed and reaped; the next start makes a new one
       }
     }
   }
-  return spawn_worker(c.spec.binary, c.segment->fd(), control_fd, board_->fd());
+  return spawn_worker(c.spec.binary, c.segment->fd(), control_fd, board_->fd(), args);
 }
 
 void Runtime::on_zygote_exit(const std::string& binary) {

@@ -67,9 +67,10 @@ struct ExitInfo {
   } kind = Kind::normal;
   int number = 0;  // signal number or exit code
   bool core_dumped = false;
-  std::string type;     // exception type
-  std::string message;  // exception message / start failure text / detail
-  std::string actor;    // which actor raised
+  std::string type;       // exception type
+  std::string message;    // exception message / start failure text / detail
+  std::string actor;      // which actor raised
+  std::string traceback;  // a Python exception's formatted traceback (empty for C++)
 
   [[nodiscard]] bool abnormal() const { return kind != Kind::normal && kind != Kind::shutdown; }
   [[nodiscard]] std::string describe() const;
@@ -292,7 +293,7 @@ class Runtime {
   std::map<std::pair<std::uint32_t, std::uint32_t>, Channel> channels_;
   std::uint32_t next_client_ = 1;
   std::map<std::uint32_t, std::array<std::uint64_t, 4>> retired_;  // stats of removed channels
-  std::map<std::string, std::unique_ptr<Zygote>> zygotes_;         // by worker binary
+  std::map<std::string, std::unique_ptr<Zygote>> zygotes_;         // by binary + its arguments
   std::map<int, Watch> watches_;
   std::map<TimerKey, std::function<void()>> timers_;
   std::uint64_t next_timer_id_ = 1;

@@ -89,7 +89,7 @@ std::pair<ipc::UniqueFd, ipc::UniqueFd> output_pipe() {
 }
 
 pid_t spawn_process(const std::string& binary, const char* flag, int fd3, int fd4, int fd5,
-                    int out_fd, int err_fd) {
+                    int out_fd, int err_fd, const std::vector<std::string>& extra) {
   ChildSetup setup;
   setup.parent = ::getpid();
   setup.segment_fd = fd3;
@@ -98,7 +98,9 @@ pid_t spawn_process(const std::string& binary, const char* flag, int fd3, int fd
   setup.out_fd = out_fd;
   setup.err_fd = err_fd;
   std::error_code ec;
-  bp::child child(bp::exe = binary, bp::args = {flag}, setup, ec);
+  std::vector<std::string> args{flag};
+  args.insert(args.end(), extra.begin(), extra.end());
+  bp::child child(bp::exe = binary, bp::args = args, setup, ec);
   if (ec) throw ipc::SysError(ec.value(), "start " + binary + ": " + ec.message());
   pid_t pid = child.id();
   child.detach();  // the event loop reaps it, not Boost
@@ -107,11 +109,12 @@ pid_t spawn_process(const std::string& binary, const char* flag, int fd3, int fd
 
 }  // namespace
 
-Spawned spawn_worker(const std::string& binary, int segment_fd, int control_fd, int board_fd) {
+Spawned spawn_worker(const std::string& binary, int segment_fd, int control_fd, int board_fd,
+                     const std::vector<std::string>& args) {
   auto [out_r, out_w] = output_pipe();
   auto [err_r, err_w] = output_pipe();
   pid_t pid = spawn_process(binary, "--bulkhead-worker", segment_fd, control_fd, board_fd,
-                            out_w.get(), err_w.get());
+                            out_w.get(), err_w.get(), args);
   Spawned s;
   s.pid = pid;
   s.pidfd = open_pidfd(pid);
@@ -120,12 +123,13 @@ Spawned spawn_worker(const std::string& binary, int segment_fd, int control_fd, 
   return s;
 }
 
-std::unique_ptr<Zygote> Zygote::start(const std::string& binary, int board_fd) {
+std::unique_ptr<Zygote> Zygote::start(const std::string& binary, int board_fd,
+                                      const std::vector<std::string>& args) {
   int sv[2];
   ipc::check_sys(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), "socketpair");
   ipc::UniqueFd ours(sv[0]), theirs(sv[1]);
   std::unique_ptr<Zygote> z(new Zygote);
-  z->pid_ = spawn_process(binary, "--bulkhead-zygote", theirs.get(), -1, board_fd, -1, -1);
+  z->pid_ = spawn_process(binary, "--bulkhead-zygote", theirs.get(), -1, board_fd, -1, -1, args);
   z->pidfd_ = open_pidfd(z->pid_);
   z->sock_ = std::move(ours);
   return z;
@@ -173,13 +177,15 @@ Spawned Zygote::spawn(int segment_fd, int control_fd) {
   out_w.reset();
   err_w.reset();
   pollfd p{sock_.get(), POLLIN, 0};
-  if (ipc::retry_eintr([&] { return ::poll(&p, 1, 1000); }) != 1) {
+  const int wait_ms = answered_ ? 1000 : 10000;
+  if (ipc::retry_eintr([&] { return ::poll(&p, 1, wait_ms); }) != 1) {
     throw std::runtime_error("zygote " + std::to_string(pid_) + " did not answer");
   }
   std::int32_t reply = 0;
   if (::recv(sock_.get(), &reply, sizeof reply, 0) != static_cast<ssize_t>(sizeof reply)) {
     throw std::runtime_error("zygote " + std::to_string(pid_) + " hung up");
   }
+  answered_ = true;
   if (reply <= 0) throw ipc::SysError(-reply, "zygote " + std::to_string(pid_) + " fork");
   Spawned s;
   s.pid = reply;

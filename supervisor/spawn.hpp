@@ -33,7 +33,9 @@ struct Spawned {
 // Starts `binary --bulkhead-worker` with `segment_fd` as fd 3, `board_fd` as fd 5 and
 // `control_fd` as fd 4.  Throws SysError / std::runtime_error if the process
 // cannot be started (e.g. exec failed): that is a start failure.
-Spawned spawn_worker(const std::string& binary, int segment_fd, int control_fd, int board_fd);
+// `args` go after the flag (a Python worker's --python-path and actor list).
+Spawned spawn_worker(const std::string& binary, int segment_fd, int control_fd, int board_fd,
+                     const std::vector<std::string>& args = {});
 
 // A zygote: `binary --bulkhead-zygote`, a pre-initialised single-threaded
 // copy of a worker program that forks new workers on request (worker.cpp
@@ -45,13 +47,15 @@ class Zygote {
  public:
   // Starts the zygote (fd 3 = its socket, fd 5 = the bell board, output to
   // our stderr).  Throws like spawn_worker.
-  static std::unique_ptr<Zygote> start(const std::string& binary, int board_fd);
+  static std::unique_ptr<Zygote> start(const std::string& binary, int board_fd,
+                                       const std::vector<std::string>& args = {});
   ~Zygote();
   Zygote(const Zygote&) = delete;
   Zygote& operator=(const Zygote&) = delete;
 
   // Forks a worker with the same fds as spawn_worker gives it.  Throws if the
-  // zygote does not answer within a second or reports a failure.
+  // zygote does not answer within a second (ten for its first answer: it may
+  // still be initialising, e.g. importing Python modules) or reports a failure.
   Spawned spawn(int segment_fd, int control_fd);
 
   [[nodiscard]] pid_t pid() const noexcept { return pid_; }
@@ -62,6 +66,7 @@ class Zygote {
  private:
   Zygote() = default;
   pid_t pid_ = 0;
+  bool answered_ = false;
   ipc::UniqueFd pidfd_, sock_;
 };
 

@@ -38,6 +38,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -240,6 +241,22 @@ class Actor {
   Context* ctx_ = nullptr;
 };
 
+// An exception from a foreign runtime hosted in the worker (the Python
+// embedding): its own type name ("ValueError", "mymod.MyError"), message and
+// formatted traceback.  The worker reports these fields verbatim in the
+// `exception` exit reason instead of the C++ type.
+class ActorError : public std::runtime_error {
+ public:
+  ActorError(std::string type, const std::string& message, std::string traceback)
+      : std::runtime_error(message), type_(std::move(type)), traceback_(std::move(traceback)) {}
+  [[nodiscard]] const std::string& type() const noexcept { return type_; }
+  [[nodiscard]] const std::string& traceback() const noexcept { return traceback_; }
+
+ private:
+  std::string type_;
+  std::string traceback_;
+};
+
 // Type name -> factory.  Built in main(), passed down; no global registry.
 class ActorRegistry {
  public:
@@ -266,5 +283,26 @@ class ActorRegistry {
 // stopped.  Returns the process exit code (0 after a graceful stop).  Also
 // answers `--list-actors` (one type per line) and `--help` for tooling.
 int run(int argc, char** argv, const ActorRegistry& registry);
+
+// For programs embedding a runtime that must know about fork and blocking
+// (CPython: PyOS_BeforeFork / AfterFork_*, the GIL).  In zygote mode,
+// `before_fork` runs in the zygote before it forks a worker,
+// `after_fork_parent` in the zygote after, `after_fork_child` in the new
+// worker before it attaches.  `before_wait` / `after_wait` bracket every
+// time the worker's loop blocks waiting for messages (not waits inside a
+// handler's call).  Empty = nothing.
+struct RunHooks {
+  std::function<void()> before_fork;
+  std::function<void()> after_fork_parent;
+  std::function<void()> after_fork_child;
+  std::function<void()> before_wait;
+  std::function<void()> after_wait;
+  // Zygote mode: keep one worker forked ahead of time (past fork and
+  // after_fork_child, reparented to the supervisor), so that a start only
+  // hands it its fds.  For programs whose fork is expensive (a big
+  // interpreter); costs one idle process per zygote.
+  bool spare = false;
+};
+int run(int argc, char** argv, const ActorRegistry& registry, const RunHooks& hooks);
 
 }  // namespace bulkhead::worker

@@ -2,6 +2,7 @@
 
 #include <cxxabi.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -97,13 +98,20 @@ std::string demangle(const char* name) {
   return out;
 }
 
-// Type and message of the exception being handled (call inside a catch).
-std::pair<std::string, std::string> describe_current_exception() {
+struct Described {
+  std::string type, what, traceback;
+};
+
+// Type, message (and a foreign traceback) of the exception being handled
+// (call inside a catch).
+Described describe_current_exception() {
   std::string type = "unknown";
   if (auto* t = abi::__cxa_current_exception_type()) type = demangle(t->name());
   std::string what;
   try {
     throw;
+  } catch (const ActorError& e) {
+    return {e.type(), e.what(), e.traceback()};
   } catch (const std::exception& e) {
     what = e.what();
   } catch (const kj::Exception& e) {
@@ -111,7 +119,7 @@ std::pair<std::string, std::string> describe_current_exception() {
   } catch (...) {
     what = "(not a std::exception)";
   }
-  return {type, what};
+  return {type, what, {}};
 }
 
 void send_report(int fd, capnp::MessageBuilder& mb) {
@@ -133,12 +141,13 @@ void report_start_failed(int fd, const std::string& why) {
 }
 
 void report_exception(int fd, const std::string& actor, const std::string& type,
-                      const std::string& what) {
+                      const std::string& what, const std::string& traceback = {}) {
   capnp::MallocMessageBuilder mb;
   auto ex = mb.initRoot<schema::ToSupervisor>().initExiting().initException();
   ex.setType(type);
   ex.setMessage(what);
   ex.setActor(actor);
+  ex.setTraceback(traceback);
   send_report(fd, mb);
 }
 
@@ -155,8 +164,8 @@ void report_shutdown(int fd) {
     try {
       std::rethrow_exception(e);
     } catch (...) {
-      auto [type, what] = describe_current_exception();
-      report_exception(g_control_fd, "", type, what);
+      auto d = describe_current_exception();
+      report_exception(g_control_fd, "", d.type, d.what, d.traceback);
     }
   }
   ::_exit(kExitException);
@@ -215,8 +224,8 @@ class ActorContext final : public Context {
 
 class Dispatcher {
  public:
-  Dispatcher(const ActorRegistry& registry, int control_fd)
-      : registry_(registry), control_fd_(control_fd) {}
+  Dispatcher(const ActorRegistry& registry, const RunHooks& hooks, int control_fd)
+      : registry_(registry), hooks_(hooks), control_fd_(control_fd) {}
 
   int run(ipc::Segment mailbox, ipc::Segment board) {
     std::optional<Node> node;
@@ -244,7 +253,9 @@ class Dispatcher {
     node.set_actors(&actors_);
     report_ready(control_fd_);
     for (;;) {
+      if (hooks_.before_wait) hooks_.before_wait();
       node.wait(std::nullopt);
+      if (hooks_.after_wait) hooks_.after_wait();
       if (int code = guarded_dispatch(node); code >= 0) return code;
       if (node.stop_requested()) return stop();
       if (auto death = node.linked_death()) {
@@ -278,9 +289,10 @@ class Dispatcher {
       try {
         actor->init(spec.getArgs());
       } catch (...) {
-        auto [etype, what] = describe_current_exception();
+        auto d = describe_current_exception();
         report_start_failed(control_fd_, "init of actor '" + actor->name_ + "' (" + type +
-                                             ") raised " + etype + ": " + what);
+                                             ") raised " + d.type + ": " + d.what +
+                                             (d.traceback.empty() ? "" : "\n" + d.traceback));
         return kExitStartFailure;
       }
       actors_.push_back(std::move(actor));
@@ -295,13 +307,13 @@ class Dispatcher {
       node.dispatch_available();
       return -1;
     } catch (...) {
-      auto [type, what] = describe_current_exception();
+      auto d = describe_current_exception();
       std::string actor;
       if (auto idx = node.failed_actor(); idx && *idx < actors_.size()) {
         const Actor& a = *actors_[*idx];
         actor = a.name().empty() ? a.type() : a.name();
       }
-      report_exception(control_fd_, actor, type, what);
+      report_exception(control_fd_, actor, d.type, d.what, d.traceback);
       std::fflush(nullptr);
       ::_exit(kExitException);
     }
@@ -341,8 +353,9 @@ class Dispatcher {
       f(a);
       return -1;
     } catch (...) {
-      auto [type, what] = describe_current_exception();
-      report_exception(control_fd_, a.name().empty() ? a.type() : a.name(), type, what);
+      auto d = describe_current_exception();
+      report_exception(control_fd_, a.name().empty() ? a.type() : a.name(), d.type, d.what,
+                       d.traceback);
       // Let it crash: no destructor of a half-broken actor runs.
       std::fflush(nullptr);
       ::_exit(kExitException);
@@ -350,6 +363,7 @@ class Dispatcher {
   }
 
   const ActorRegistry& registry_;
+  const RunHooks& hooks_;
   int control_fd_;
   std::vector<std::unique_ptr<Actor>> actors_;
   std::vector<std::unique_ptr<ActorContext>> contexts_;
@@ -358,7 +372,7 @@ class Dispatcher {
 namespace {
 
 // The worker proper: fds 3 (mailbox), 4 (control socket), 5 (bell board).
-int serve_worker(const ActorRegistry& registry) {
+int serve_worker(const ActorRegistry& registry, const RunHooks& hooks) {
   for (int fd : {kSegmentFd, kControlFd, kBoardFd}) {
     if (::fcntl(fd, F_GETFD) < 0) {
       usage(registry);
@@ -371,7 +385,7 @@ int serve_worker(const ActorRegistry& registry) {
   try {
     ipc::Segment seg = ipc::Segment::adopt_fd(ipc::UniqueFd(kSegmentFd), "worker-mailbox");
     ipc::Segment board = ipc::Segment::adopt_fd(ipc::UniqueFd(kBoardFd), "bell-board");
-    Dispatcher d(registry, kControlFd);
+    Dispatcher d(registry, hooks, kControlFd);
     return d.run(std::move(seg), std::move(board));
   } catch (const std::exception& e) {
     report_start_failed(kControlFd, std::string("worker handover failed: ") + e.what());
@@ -385,16 +399,22 @@ int serve_worker(const ActorRegistry& registry) {
   ::_exit(code);
 }
 
-bool become_worker(pid_t supervisor, int mailbox, int control, int out, int err) {
-  // We were forked by an intermediate that exits at once: wait to be
-  // reparented to the supervisor (a child subreaper), then tie our life to it.
+// Waits until we are the supervisor's child (an intermediate that forked us
+// exits at once, and the supervisor is a child subreaper), then ties our
+// life to it.
+bool wait_reparented(pid_t supervisor) {
   for (int i = 0; ::getppid() != supervisor; ++i) {
     if (i > 100000) return false;
     ::sched_yield();
   }
   ::setpgid(0, 0);
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (::getppid() != supervisor) return false;  // it died meanwhile
+  return ::getppid() == supervisor;  // else it died meanwhile
+}
+
+// Moves the handed-over fds into place (3, 4, 1, 2), closes everything else,
+// resets the signal mask and dispositions.
+bool adopt_fds(int mailbox, int control, int out, int err) {
   int m = ::fcntl(mailbox, F_DUPFD, 10), c = ::fcntl(control, F_DUPFD, 10),
       o = ::fcntl(out, F_DUPFD, 10), e = ::fcntl(err, F_DUPFD, 10);
   if (m < 0 || c < 0 || o < 0 || e < 0) return false;
@@ -414,48 +434,178 @@ bool become_worker(pid_t supervisor, int mailbox, int control, int out, int err)
   return true;
 }
 
+bool become_worker(pid_t supervisor, int mailbox, int control, int out, int err) {
+  return wait_reparented(supervisor) && adopt_fds(mailbox, control, out, err);
+}
+
+constexpr int kRequestFds = 4;
+
+// Receives one request (four fds: mailbox, control, stdout, stderr) on `sock`.  Returns recvmsg's
+// result; the fds are -1 where none came.
+ssize_t recv_fds(int sock, int (&fds)[kRequestFds]) {
+  std::byte buf[16];
+  msghdr msg{};
+  iovec iov{buf, sizeof buf};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(kRequestFds * sizeof(int))] = {};
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t r = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  for (int& fd : fds) fd = -1;
+  cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+  if (r > 0 && cm != nullptr && cm->cmsg_type == SCM_RIGHTS &&
+      cm->cmsg_len == CMSG_LEN(kRequestFds * sizeof(int))) {
+    std::memcpy(fds, CMSG_DATA(cm), sizeof fds);
+  }
+  return r;
+}
+
+bool send_fds(int sock, const int (&fds)[kRequestFds]) {
+  std::int32_t tag = 0;
+  msghdr msg{};
+  iovec iov{&tag, sizeof tag};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(kRequestFds * sizeof(int))] = {};
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(kRequestFds * sizeof(int));
+  std::memcpy(CMSG_DATA(c), fds, sizeof fds);
+  return ::sendmsg(sock, &msg, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof tag);
+}
+
+// A spare (RunHooks::spare): a worker forked ahead of time, already the
+// supervisor's child and past after_fork_child, waiting on `sock` for the
+// fds of the child it will be.  The zygote's end closing (the zygote died)
+// ends it.
+struct Spare {
+  pid_t pid = -1;
+  int sock = -1;
+};
+constexpr int kSpareDelayMs = 2;
+
+[[noreturn]] void spare_main(pid_t supervisor, int sock, const ActorRegistry& registry,
+                             const RunHooks& hooks) {
+  ::close(kSegmentFd);  // the zygote's socket to the supervisor is not ours
+  if (!wait_reparented(supervisor)) zygote_child_exit(kExitBadHandover);
+  if (hooks.after_fork_child) hooks.after_fork_child();
+  int fds[kRequestFds];
+  ssize_t r;
+  do {
+    r = recv_fds(sock, fds);
+  } while (r < 0 && errno == EINTR);
+  if (r <= 0 || fds[0] < 0) zygote_child_exit(kExitOk);  // not needed after all
+  if (!adopt_fds(fds[0], fds[1], fds[2], fds[3])) zygote_child_exit(kExitBadHandover);
+  zygote_child_exit(serve_worker(registry, hooks));
+}
+
+Spare make_spare(pid_t supervisor, const ActorRegistry& registry, const RunHooks& hooks) {
+  int sv[2], pp[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return {};
+  if (::pipe2(pp, O_CLOEXEC) != 0) {
+    ::close(sv[0]);
+    ::close(sv[1]);
+    return {};
+  }
+  std::fflush(nullptr);
+  if (hooks.before_fork) hooks.before_fork();
+  pid_t mid = ::fork();
+  if (mid == 0) {
+    pid_t w = ::fork();
+    if (w == 0) {
+      ::close(sv[0]);
+      spare_main(supervisor, sv[1], registry, hooks);
+    }
+    std::int32_t pid = w;
+    (void)!::write(pp[1], &pid, sizeof pid);
+    ::_exit(0);
+  }
+  if (hooks.after_fork_parent) hooks.after_fork_parent();
+  ::close(sv[1]);
+  ::close(pp[1]);
+  Spare s;
+  if (mid > 0) {
+    while (::waitpid(mid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    std::int32_t pid = -1;
+    if (::read(pp[0], &pid, sizeof pid) == static_cast<ssize_t>(sizeof pid) && pid > 0) {
+      s.pid = pid;
+      s.sock = sv[0];
+    }
+  }
+  ::close(pp[0]);
+  if (s.pid <= 0) ::close(sv[0]);
+  return s;
+}
+
 // Zygote mode: a pre-initialised, single-threaded copy of this worker
 // program that forks new workers on request (DESIGN: fast restart).  fd 3 is
 // its socket to the supervisor, fd 5 the bell board (inherited by workers).
-// A request carries four fds (mailbox, control socket, stdout and stderr
-// pipes); the zygote forks an intermediate that forks the worker and reports
-// its pid on the socket, then exits, so the worker is reparented to the
-// supervisor (a child subreaper) and the supervisor alone reaps it.
-int zygote_loop(const ActorRegistry& registry) {
+// A request carries four fds (mailbox, control socket, stdout and stderr pipes); the
+// zygote forks an intermediate that forks the worker and reports its pid on
+// the socket, then exits, so the worker is reparented to the supervisor (a
+// child subreaper) and the supervisor alone reaps it.  With RunHooks::spare,
+// that worker is forked ahead of time (a spare, see spare_main) and the
+// request only hands it the fds; the next spare is forked after the answer.
+int zygote_loop(const ActorRegistry& registry, const RunHooks& hooks) {
   const pid_t supervisor = ::getppid();
   const int sock = kSegmentFd;
   ::signal(SIGCHLD, SIG_DFL);
+  Spare spare;
   for (;;) {
-    std::byte buf[16];
-    msghdr msg{};
-    iovec iov{buf, sizeof buf};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))] = {};
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    ssize_t r = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return kExitOk;  // the supervisor is gone
-    int fds[4] = {-1, -1, -1, -1};
-    cmsghdr* cm = CMSG_FIRSTHDR(&msg);
-    if (cm != nullptr && cm->cmsg_type == SCM_RIGHTS && cm->cmsg_len == CMSG_LEN(4 * sizeof(int))) {
-      std::memcpy(fds, CMSG_DATA(cm), sizeof fds);
+    if (hooks.spare && spare.pid <= 0) {
+      // Make the next spare once no request came for a moment: the worker
+      // just handed over (or forked) gets the CPU first.
+      pollfd p{sock, POLLIN, 0};
+      if (::poll(&p, 1, kSpareDelayMs) == 0) spare = make_spare(supervisor, registry, hooks);
     }
-    if (fds[0] >= 0 && fds[1] >= 0 && fds[2] >= 0 && fds[3] >= 0) {
+    int fds[kRequestFds];
+    ssize_t r = recv_fds(sock, fds);
+    const bool complete = fds[0] >= 0 && fds[1] >= 0 && fds[2] >= 0 && fds[3] >= 0;
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return kExitOk;  // the supervisor is gone (a spare sees our end close)
+    if (spare.pid > 0 && complete) {
+      // Hand the request to the spare, if it is still there (its end of the
+      // socket open); else fork as usual.  The answer goes first: once woken,
+      // the spare would otherwise take the CPU before the supervisor hears
+      // its pid.  Should the spare die in between, the supervisor sees its
+      // pid exit (it is the supervisor's unreaped child: the pid cannot be
+      // reused meanwhile) and handles that like any failed start.
+      pollfd alive{spare.sock, POLLOUT, 0};
+      bool there = ::poll(&alive, 1, 0) == 1 && (alive.revents & (POLLHUP | POLLERR)) == 0;
+      std::int32_t reply = spare.pid;
+      if (there) {
+        (void)::send(sock, &reply, sizeof reply, MSG_NOSIGNAL);
+        (void)send_fds(spare.sock, fds);
+      }
+      ::close(spare.sock);
+      spare = {};
+      if (there) {
+        for (int fd : fds) ::close(fd);
+        continue;
+      }
+    }
+    if (complete) {
       std::fflush(nullptr);
+      if (hooks.before_fork) hooks.before_fork();
       pid_t mid = ::fork();
       if (mid == 0) {
         pid_t w = ::fork();
         if (w == 0) {
           if (!become_worker(supervisor, fds[0], fds[1], fds[2], fds[3]))
             zygote_child_exit(kExitBadHandover);
-          zygote_child_exit(serve_worker(registry));
+          if (hooks.after_fork_child) hooks.after_fork_child();
+          zygote_child_exit(serve_worker(registry, hooks));
         }
         std::int32_t reply = w > 0 ? w : -errno;
         (void)::send(sock, &reply, sizeof reply, MSG_NOSIGNAL);
         ::_exit(0);
       }
+      if (hooks.after_fork_parent) hooks.after_fork_parent();
       if (mid > 0) {
         while (::waitpid(mid, nullptr, 0) < 0 && errno == EINTR) {
         }
@@ -476,6 +626,10 @@ int zygote_loop(const ActorRegistry& registry) {
 }  // namespace
 
 int run(int argc, char** argv, const ActorRegistry& registry) {
+  return run(argc, argv, registry, RunHooks{});
+}
+
+int run(int argc, char** argv, const ActorRegistry& registry, const RunHooks& hooks) {
   bool as_worker = false;
   bool as_zygote = false;
   for (int i = 1; i < argc; ++i) {
@@ -498,12 +652,12 @@ int run(int argc, char** argv, const ActorRegistry& registry) {
       return kExitUsage;
     }
   }
-  if (as_zygote) return zygote_loop(registry);
+  if (as_zygote) return zygote_loop(registry, hooks);
   if (!as_worker) {
     usage(registry);
     return kExitUsage;
   }
-  return serve_worker(registry);
+  return serve_worker(registry, hooks);
 }
 
 }  // namespace bulkhead::worker

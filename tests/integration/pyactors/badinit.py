@@ -1,0 +1,7 @@
+"""An actor whose init raises."""
+import bulkhead
+
+
+class Bad(bulkhead.GenServer):
+    def init(self):
+        raise KeyError("no config")
