@@ -7,12 +7,11 @@
 // Protocol (an eventcount):
 //   consumer:  key = seq; sleeping = 1 (seq_cst); re-check every ring;
 //              if still nothing: futex_wait(seq, key); sleeping = 0.
-//   producer:  publish (release store of the ring tail); light_fence();
+//   producer:  publish (release store of the ring tail); fence(seq_cst);
 //              if sleeping: sleeping = 0; ++seq; futex_wake(seq).
 // Store-buffer argument: the consumer's store to `sleeping` and the
-// producer's store to `tail` are each followed by a store-load fence and a
-// load of the other (the consumer's fence is the heavy one, the producer's
-// the light one: ipc/fence.hpp); at least one side sees the other's store.  Either the consumer's
+// producer's store to `tail` are each followed (seq_cst) by a load of the
+// other; at least one side sees the other's store.  Either the consumer's
 // re-check finds the frame, or the producer sees `sleeping` and bumps `seq`,
 // in which case futex_wait either returns at once (seq != key) or is woken.
 //
@@ -45,7 +44,6 @@
 #include <cstdint>
 #include <optional>
 
-#include "ipc/fence.hpp"
 #include "ipc/sys.hpp"
 
 namespace bulkhead::ipc {
@@ -63,12 +61,12 @@ class Doorbell {
   Doorbell() = default;
   explicit Doorbell(DoorbellWord* word) noexcept : word_(word) {}
 
-  // Called after publishing a frame.  Costs a load while the consumer is
-  // awake; one futex_wake when it sleeps.
+  // Called after publishing a frame.  Costs a fence and a load while the
+  // consumer is awake; one futex_wake when it sleeps.
   void ring() noexcept {
     // Orders the caller's release store of the ring tail before the load of
-    // `sleeping` (pairs with the consumer's heavy fence in Waiter::wait).
-    light_fence();
+    // `sleeping` (pairs with the consumer's seq_cst store in Waiter::wait).
+    std::atomic_thread_fence(std::memory_order_seq_cst);
     if (word_->sleeping.load(std::memory_order_relaxed) != 0) wake();
   }
   [[nodiscard]] DoorbellWord* word() const noexcept { return word_; }
@@ -133,10 +131,11 @@ class Waiter {
     for (;;) {
       if (deadline && Clock::now() >= *deadline) return ready();
       const std::uint32_t key = word_->seq.load(std::memory_order_acquire);
+      // seq_cst store: pairs with the producer's fence in Doorbell::ring().
       word_->sleeping.store(1, std::memory_order_seq_cst);
-      // Between that store and the re-check's loads, for the store-buffer
-      // argument above; pairs with the producer's light fence in ring().
-      heavy_fence();
+      // The model (not only x86) needs a fence between that store and the
+      // re-check's loads for the store-buffer argument above.
+      std::atomic_thread_fence(std::memory_order_seq_cst);
       if (ready()) {
         word_->sleeping.store(0, std::memory_order_relaxed);
         return true;

@@ -137,10 +137,9 @@ std::span<std::byte> RingProducer::reserve(std::size_t len, Deadline deadline) n
       status_ = PushStatus::timeout;
       return {};
     }
+    // seq_cst: pairs with the fence in RingConsumer::publish_head().
     flag->store(1, std::memory_order_seq_cst);
-    // Before the re-check's loads; pairs with the consumer's light fence in
-    // RingConsumer::publish_head() (ipc/fence.hpp).
-    heavy_fence();
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // before the re-check's loads
     area = try_reserve(len);
     if (area.data() != nullptr || status_ != PushStatus::full) {
       flag->store(0, std::memory_order_relaxed);

@@ -41,7 +41,6 @@
 #include <string>
 
 #include "ipc/doorbell.hpp"
-#include "ipc/fence.hpp"
 #include "ipc/sys.hpp"
 
 namespace bulkhead::ipc {
@@ -333,15 +332,15 @@ inline void RingConsumer::publish_head() noexcept {
   // its bytes.
   ctl_->head.store(head_, std::memory_order_release);
   // A producer sleeping for space announced itself in producer_waiting before
-  // re-checking head, with a heavy fence; our light fence orders the head
-  // store before this load (store-buffer pattern, ipc/fence.hpp), so one of
-  // us sees the other: either its re-check saw this head, or we see its flag
-  // and wake it.  Checked after every publication (a producer must never
-  // sleep while there is room): the flag has a cache line of its own, so the
-  // load is a cache hit unless the producer really went to sleep.  Clear,
-  // then wake: the producer sleeps on the flag itself, so a wake-up that
-  // comes before it is asleep is not lost (see reserve()).
-  light_fence();
+  // re-checking head (seq_cst); the fence orders our head store before this
+  // load (store-buffer pattern), so one of us sees the other: either its
+  // re-check saw this head, or we see its flag and wake it.  Checked after
+  // every publication (a producer must never sleep while there is room): the
+  // flag has a cache line of its own, so the load is a cache hit unless the
+  // producer really went to sleep.  Clear, then wake: the producer sleeps on
+  // the flag itself, so a wake-up that comes before it is asleep is not lost
+  // (see reserve()).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (ctl_->producer_waiting.load(std::memory_order_relaxed) != 0) {
     ctl_->producer_waiting.store(0, std::memory_order_relaxed);
     futex_wake(&ctl_->producer_waiting, 1);

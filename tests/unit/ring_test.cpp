@@ -3,17 +3,11 @@
 #include "ipc/ring.hpp"
 
 #include <gtest/gtest.h>
-#include <linux/membarrier.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <vector>
 
-#include "ipc/fence.hpp"
 #include "tests/ring_fixture.hpp"
 
 namespace bulkhead {
@@ -245,35 +239,6 @@ TEST(RingInit, RejectsCapacityThatIsNotAPowerOfTwo) {
   RingFixture f(256, "init", 1024);
   EXPECT_THROW(ipc::init_ring(f.ring_mem(), 300), std::invalid_argument);
   EXPECT_THROW(ipc::init_ring(f.ring_mem(), 128), std::invalid_argument);
-}
-
-}  // namespace
-}  // namespace bulkhead
-
-// --- asymmetric fences (ipc/fence.hpp) ---------------------------------------
-
-namespace bulkhead {
-namespace {
-
-bool kernel_has_global_expedited_membarrier() {
-  long cmds = ::syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
-  return cmds > 0 && (cmds & MEMBARRIER_CMD_GLOBAL_EXPEDITED) != 0;
-}
-
-// Where the kernel can, publishers must really take the cheap path (the
-// wake-up tests in ring_process_test then exercise it), and a forked child
-// (a zygote's worker, a test's producer) must be registered again.
-TEST(Fence, LightFencesAreOnWhereTheKernelHasGlobalExpeditedMembarrier) {
-  if (!kernel_has_global_expedited_membarrier()) GTEST_SKIP() << "kernel lacks the command";
-  const char* off = std::getenv("BULKHEAD_FULL_FENCES");
-  if (off != nullptr && *off != '\0' && *off != '0') GTEST_SKIP() << "BULKHEAD_FULL_FENCES set";
-  EXPECT_TRUE(ipc::light_fences_enabled());
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) _exit(ipc::light_fences_enabled() ? 0 : 1);
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the forked child lost them";
 }
 
 }  // namespace
