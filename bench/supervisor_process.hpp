@@ -71,7 +71,8 @@ class SupervisorProcess {
       ::dup2(fd, 1);
       std::string sock = with_socket ? (dir_ / "s.sock").string() : std::string("none");
       ::execl(sup.c_str(), sup.c_str(), tree.c_str(), "--events", events.c_str(), "--log-level",
-              "warn", "--socket", sock.c_str(), static_cast<char*>(nullptr));
+              "warn", "--socket", sock.c_str(), "--control-socket", "none",
+              static_cast<char*>(nullptr));
       ::_exit(127);
     }
     events_path_ = events;
