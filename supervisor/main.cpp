@@ -114,10 +114,12 @@ int main(int argc, char** argv) {
     if (control_socket.empty()) control_socket = default_socket_path(tree.name, ".ctl");
     if (control_socket == "none") control_socket.clear();
     Runtime runtime(std::move(tree), RuntimeOptions{events, socket_path});
-    std::unique_ptr<ControlPlane> control;
+    std::unique_ptr<ControlPlane> control;  // none at all (no thread) when both are off
     try {
-      control =
-          std::make_unique<ControlPlane>(runtime, ControlOptions{control_socket, metrics_port});
+      if (!control_socket.empty() || metrics_port) {
+        control =
+            std::make_unique<ControlPlane>(runtime, ControlOptions{control_socket, metrics_port});
+      }
     } catch (const ControlError& e) {
       spdlog::critical("{}; nothing started", e.what());
       return 2;
