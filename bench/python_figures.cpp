@@ -112,6 +112,7 @@ Result py_restart(const RunConfig& cfg, bool zygote) {
   const int n = zygote ? cfg.pick(200, 40) : cfg.pick(30, 8);
   const int warm = zygote ? 10 : 2;
   LatencySamples s(static_cast<std::size_t>(n));
+  RestartPhases phases;
   for (int i = 0; i < n + warm; ++i) {
     long long pid = sup.pids.at("root/callee");
     // Let it settle: the zygote forks its next spare once idle for 2 ms
@@ -119,10 +120,11 @@ Result py_restart(const RunConfig& cfg, bool zygote) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     auto t0 = Clock::now();
     ::kill(static_cast<pid_t>(pid), SIGKILL);
-    Event ready = sup.wait_for([&](const Event& e) { return e.name == "ready" && e.pid != pid; });
     auto t0_ns = std::chrono::duration_cast<nanoseconds>(t0.time_since_epoch()).count();
-    if (i >= warm) s.add(ready.mono_ns - t0_ns);
+    long long ready = phases.wait(sup, "root/callee", pid, t0_ns, i >= warm);
+    if (i >= warm) s.add(ready - t0_ns);
   }
+  phases.print(zygote ? "py_restart_ready" : "py_cold_start_ready");
   return s.summarize();
 }
 

@@ -13,7 +13,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -155,6 +157,48 @@ class SupervisorProcess {
   std::ifstream in_;
   std::vector<std::string> lines_;
   std::size_t next_ = 0;
+};
+
+// Where a restart's time goes, from the supervisor's own event stamps:
+// kill -> `exited` (the kernel tears the process down, the supervisor reaps
+// it), `exited` -> `spawned` (decision, fork from the zygote), `spawned` ->
+// `ready` (the new worker attaches and runs init).  Medians go to stderr
+// beside the figure.
+class RestartPhases {
+ public:
+  // Waits for the events of `child`'s restart after `old_pid` was killed at
+  // `t0_ns` (CLOCK_MONOTONIC); returns the `ready` stamp.
+  long long wait(SupervisorProcess& sup, const std::string& child, long long old_pid,
+                 long long t0_ns, bool record) {
+    auto exited = sup.wait_for(
+        [&](const Event& e) { return e.name == "exited" && e.child == child && e.pid == old_pid; });
+    auto spawned = sup.wait_for([&](const Event& e) {
+      return e.name == "spawned" && e.child == child && e.pid != old_pid;
+    });
+    auto ready = sup.wait_for([&](const Event& e) {
+      return e.name == "ready" && e.child == child && e.pid == spawned.pid;
+    });
+    if (record) {
+      exit_.push_back(static_cast<double>(exited.mono_ns - t0_ns));
+      spawn_.push_back(static_cast<double>(spawned.mono_ns - exited.mono_ns));
+      ready_.push_back(static_cast<double>(ready.mono_ns - spawned.mono_ns));
+    }
+    return ready.mono_ns;
+  }
+  void print(const char* figure) {
+    std::fprintf(stderr,
+                 "bulkhead-bench: %s phases (medians): kill->exited %.0f us, exited->spawned "
+                 "%.0f us, spawned->ready %.0f us\n",
+                 figure, median(exit_) / 1e3, median(spawn_) / 1e3, median(ready_) / 1e3);
+  }
+
+ private:
+  static double median(std::vector<double> v) {
+    if (v.empty()) return 0;
+    std::nth_element(v.begin(), v.begin() + static_cast<long>(v.size() / 2), v.end());
+    return v[v.size() / 2];
+  }
+  std::vector<double> exit_, spawn_, ready_;
 };
 
 }  // namespace bulkhead::bench
