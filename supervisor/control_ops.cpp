@@ -418,6 +418,7 @@ void ControlPlane::do_child_op(int op_num, const std::string& child, std::uint32
       bool stopping = stop_now(*c);
       std::string msg = c->deleted ? path + " terminated (removed)" : path + " stopped";
       if (!stopping) {
+        if (dynamic && c->deleted) rt_.retire_dynamic(*c);  // not running: its slot is free now
         r(outcome(Code::OK, msg));
         return;
       }

@@ -403,7 +403,11 @@ void Runtime::start_node(Node& n) {
   n.phase = Node::Phase::starting;
   n.restart_times.clear();
   n.deferred.clear();
-  for (auto& c : n.children) c->deleted = false;
+  // A removed dynamic child (its slot given back) stays removed, as OTP
+  // restarts a simple_one_for_one supervisor without its dynamic children.
+  for (auto& c : n.children) {
+    if (c->slot != kNoSlot) c->deleted = false;
+  }
   spdlog::info("{}: starting {} children ({})", n.path, n.children.size(),
                to_string(n.spec->strategy));
   for (auto& c : n.children) {
@@ -789,6 +793,9 @@ void Runtime::send_start(Child& c) {
 }
 
 void Runtime::start_worker(Child& c) {
+  if (c.slot == kNoSlot) {
+    throw std::logic_error(c.path + " was removed: it has no slot to start in");
+  }
   if (!c.segment) {
     std::string name = ipc::segment_name(instance_, fmt::format("w{}", c.slot));
     c.segment = ipc::Segment::create(name, mailbox_layout_.payload_bytes());
@@ -1105,15 +1112,21 @@ void Runtime::close_worker_fds(Child& c) {
 }
 
 void Runtime::reap_worker(Child& c) {
-  // The child is a zombie now: its pid (and process group id) cannot be
-  // reused yet, so killing the group here cannot hit a stranger.  This takes
-  // grandchildren down with it.
-  ::kill(-c.pid, SIGKILL);
+  // First make sure the child is a zombie (WNOWAIT: not reaped yet): then
+  // its pid (and process group id) cannot be reused, so killing the group
+  // cannot hit a stranger.  This takes grandchildren down with it.
   siginfo_t si{};
+  if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(c.pidfd.get()), &si,
+               WEXITED | WNOHANG | WNOWAIT) != 0 ||
+      si.si_pid == 0) {
+    return;  // not yet (a spurious wake-up): nothing is signalled
+  }
+  ::kill(-c.pid, SIGKILL);
+  si = {};
   if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(c.pidfd.get()), &si,
                WEXITED | WNOHANG) != 0 ||
       si.si_pid == 0) {
-    return;  // not yet (spurious wake-up)
+    return;
   }
   pid_t pid = c.pid;
   on_control_readable(c);              // a last report may still be queued
@@ -1378,11 +1391,20 @@ void Runtime::drop_client(Endpoint& ep) {
   ExitInfo why;
   why.kind = ExitInfo::Kind::normal;
   broadcast_down(ep, why);
+  forget_requester(root_, ep.slot);  // its slot may soon be another client's
   spdlog::info("{} detached", ep.path);
   event("client_detached", nullptr, fmt::format(R"("client":"{}")", json_escape(ep.path)));
   const std::uint32_t slot = ep.slot;
   release_slot(slot, ep.incarnation);
   clients_.erase(slot);  // `ep` is gone
+}
+
+void Runtime::forget_requester(Node& n, std::uint32_t slot) {
+  for (auto& c : n.children) {
+    if (c->notify_started == slot) c->notify_started.reset();
+    if (c->notify_terminated == slot) c->notify_terminated.reset();
+    if (c->node) forget_requester(*c->node, slot);
+  }
 }
 
 std::uint32_t Runtime::alloc_slot() {

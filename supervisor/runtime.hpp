@@ -253,6 +253,9 @@ class Runtime {
   void retire_dynamic(Child& c);
   // Frees the removed dynamic children of `n` that nothing refers to.
   void collect_removed(Node& n);
+  // A detached client's pending start/terminate answers are dropped: its
+  // slot may be given to another client before they are due.
+  void forget_requester(Node& n, std::uint32_t slot);
   void drop_client(Endpoint& ep);
   // Handles the ToSupervisor messages common to workers and clients.
   void on_endpoint_message(Endpoint& ep, schema::ToSupervisor::Reader msg);
