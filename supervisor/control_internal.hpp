@@ -5,6 +5,7 @@
 
 #include <capnp/common.h>
 #include <kj/array.h>
+#include <kj/string.h>
 #include <spdlog/common.h>
 
 #include <cstdint>
@@ -21,6 +22,7 @@ namespace bulkhead::supervisor {
 struct ControlPlane::Answer {
   std::uint64_t id = 0;
   kj::Array<capnp::word> data;
+  kj::String error;  // non-empty: the request failed (its call fails with this), no data
 };
 
 struct ControlPlane::Shared {

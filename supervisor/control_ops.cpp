@@ -9,6 +9,7 @@
 
 #include <capnp/message.h>
 #include <capnp/serialize.h>
+#include <algorithm>
 #include <limits>
 
 #include "ipc/channel.hpp"
@@ -29,6 +30,11 @@ namespace {
 constexpr std::uint32_t kNoEndpoint = std::numeric_limits<std::uint32_t>::max();
 
 constexpr std::uint32_t kDefaultTimeoutMs = 30000;
+// A client chooses how long a request may wait, up to this (10 minutes).
+constexpr std::uint32_t kMaxTimeoutMs = 600000;
+// Requests waiting for the tree (stop, start, ...) at once, all clients;
+// beyond, a new one is answered `busy` before it does anything.
+constexpr std::size_t kMaxWaiters = 256;
 
 template <typename Results, typename Fill>
 ControlPlane::Answer make_answer(Fill&& fill) {
@@ -66,7 +72,8 @@ void ControlPlane::add_waiter(std::uint32_t timeout_ms, std::function<bool(Respo
   w->on_timeout = std::move(on_timeout);
   w->respond = std::move(r);
   Waiter* wp = w.get();
-  w->timer = rt_.add_timer(Ms(timeout_ms == 0 ? kDefaultTimeoutMs : timeout_ms), [this, wp] {
+  if (timeout_ms == 0) timeout_ms = kDefaultTimeoutMs;
+  w->timer = rt_.add_timer(Ms(std::min(timeout_ms, kMaxTimeoutMs)), [this, wp] {
     wp->timer.reset();
     if (wp->done) return;
     wp->done = true;
@@ -78,7 +85,17 @@ void ControlPlane::add_waiter(std::uint32_t timeout_ms, std::function<bool(Respo
 
 void ControlPlane::check_waiters() {
   for (auto& w : waiters_) {
-    if (!w->done && w->check(w->respond)) w->done = true;
+    if (w->done) continue;
+    try {
+      if (w->check(w->respond)) w->done = true;
+    } catch (...) {
+      // Not on the runtime loop's back: this request fails, the tree goes on.
+      spdlog::error("control request failed while waiting");
+      w->done = true;
+      Answer a;
+      a.error = kj::str("control request failed in the supervisor");
+      w->respond(std::move(a));
+    }
   }
   for (auto it = waiters_.begin(); it != waiters_.end();) {
     if ((*it)->done) {
@@ -321,6 +338,11 @@ void ControlPlane::do_child_op(int op_num, const std::string& child, std::uint32
     r(outcome(Code::SHUTTING_DOWN, "the tree is shutting down"));
     return;
   }
+  if (waiters_.size() >= kMaxWaiters) {
+    r(outcome(Code::BUSY,
+              fmt::format("supervisor busy: {} requests already waiting; retry", kMaxWaiters)));
+    return;
+  }
   Runtime::Node& owner = *c->owner;
   bool owner_up =
       owner.phase == Runtime::Node::Phase::running || owner.phase == Runtime::Node::Phase::starting;
@@ -501,6 +523,11 @@ void ControlPlane::do_start_child(const std::string& sup, std::uint32_t timeout_
   }
   if (n->phase != Runtime::Node::Phase::running) {
     r(answer(Code::NOT_APPLICABLE, path + " is not running", ""));
+    return;
+  }
+  if (waiters_.size() >= kMaxWaiters) {
+    r(answer(Code::BUSY,
+             fmt::format("supervisor busy: {} requests already waiting; retry", kMaxWaiters), ""));
     return;
   }
   rt_.collect_removed(*n);

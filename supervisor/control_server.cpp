@@ -19,6 +19,7 @@
 #include <kj/async-unix.h>
 #include <kj/debug.h>
 #include <kj/vector.h>
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -59,6 +60,9 @@ struct SocketInUse : ControlError {
 constexpr int kMaxConnections = 64;      // RPC connections at once
 constexpr int kMaxHttpConnections = 16;  // metrics scrapes at once
 constexpr std::size_t kMaxSubscriberBacklog = 1024;
+constexpr std::size_t kMaxSubscriptions = 64;          // event subscriptions at once (all clients)
+constexpr int kMaxSubscriptionsPerConnection = 16;     // ... and on one connection
+constexpr auto kAcceptRetry = 100 * kj::MILLISECONDS;  // after a failed accept (EMFILE, ...)
 
 // The socket's directory: created 0700 if missing; refused unless it is a
 // directory of ours that nobody else can enter.
@@ -182,7 +186,9 @@ class Io final : public kj::TaskSet::ErrorHandler {
     ring_eventfd(job_fd_);
     auto paf = kj::newPromiseAndFulfiller<Answer>();
     pending_.emplace(id, kj::mv(paf.fulfiller));
-    return kj::mv(paf.promise);
+    // A caller that went away (its call cancelled) leaves no entry behind;
+    // its answer, when it comes, finds none and is dropped.
+    return kj::mv(paf.promise).attach(kj::defer([this, id] { pending_.erase(id); }));
   }
 
   // Takes what the runtime thread produced; true once it asked us to stop.
@@ -204,7 +210,12 @@ class Io final : public kj::TaskSet::ErrorHandler {
       if (it == pending_.end()) continue;
       auto f = kj::mv(it->second);
       pending_.erase(it);
-      f->fulfill(kj::mv(a));  // a no-op if the caller went away
+      if (a.error.size() > 0) {
+        // The job failed on the runtime thread: so does the call.
+        f->reject(kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::mv(a.error)));
+      } else {
+        f->fulfill(kj::mv(a));
+      }
     }
     for (auto& [id, s] : subscribers_) {
       s->dropped += lost;
@@ -220,7 +231,9 @@ class Io final : public kj::TaskSet::ErrorHandler {
     return stop;
   }
 
+  // 0 when there are too many subscriptions already.
   std::uint64_t subscribe(schema::EventSink::Client sink) {
+    if (subscribers_.size() >= kMaxSubscriptions) return 0;
     std::uint64_t id = next_id_++;
     subscribers_.emplace(id, std::make_unique<Subscriber>(kj::mv(sink), *this));
     std::lock_guard lock(shared_.mu);
@@ -259,6 +272,7 @@ class Io final : public kj::TaskSet::ErrorHandler {
   kj::Timer& timer() { return ctx_.provider->getTimer(); }
   kj::TaskSet& tasks() { return tasks_; }
   int connections = 0, http_connections = 0;
+  int rpc_accept_failures = 0, http_accept_failures = 0;  // failed accepts in a row
 
  private:
   void pump(Subscriber& s) {
@@ -301,12 +315,21 @@ class Io final : public kj::TaskSet::ErrorHandler {
 
 class SubscriptionImpl final : public schema::Subscription::Server {
  public:
-  SubscriptionImpl(Io& io, std::uint64_t id) : io_(io), id_(id) {}
-  ~SubscriptionImpl() { io_.unsubscribe(id_); }
+  // `per_connection`: the count of its connection's subscriptions (shared
+  // with that connection's ControlImpl).
+  SubscriptionImpl(Io& io, std::uint64_t id, std::shared_ptr<int> per_connection)
+      : io_(io), id_(id), per_connection_(std::move(per_connection)) {
+    ++*per_connection_;
+  }
+  ~SubscriptionImpl() {
+    --*per_connection_;
+    io_.unsubscribe(id_);
+  }
 
  private:
   Io& io_;
   std::uint64_t id_;
+  std::shared_ptr<int> per_connection_;
 };
 
 // Copies an answer into the call's results, or fails the call with its error.
@@ -317,6 +340,7 @@ void deliver(Context& ctx, const Answer& a) {
   ctx.setResults(m.getRoot<Results>());
 }
 
+// One per connection (its bootstrap capability).
 class ControlImpl final : public schema::Control::Server {
  public:
   explicit ControlImpl(Io& io) : io_(io) {}
@@ -360,8 +384,17 @@ class ControlImpl final : public schema::Control::Server {
         .then([ctx](Answer a) mutable { deliver(ctx, a); });
   }
   kj::Promise<void> subscribe(SubscribeContext ctx) override {
+    if (*subscriptions_ >= kMaxSubscriptionsPerConnection) {
+      return KJ_EXCEPTION(
+          OVERLOADED, fmt::format("supervisor busy: {} subscriptions already on this connection",
+                                  kMaxSubscriptionsPerConnection));
+    }
     auto id = io_.subscribe(ctx.getParams().getSink());
-    ctx.getResults().setSubscription(kj::heap<SubscriptionImpl>(io_, id));
+    if (id == 0) {
+      return KJ_EXCEPTION(OVERLOADED, fmt::format("supervisor busy: {} subscriptions already open",
+                                                  kMaxSubscriptions));
+    }
+    ctx.getResults().setSubscription(kj::heap<SubscriptionImpl>(io_, id, subscriptions_));
     return kj::READY_NOW;
   }
   kj::Promise<void> shutdown(ShutdownContext ctx) override {
@@ -371,22 +404,64 @@ class ControlImpl final : public schema::Control::Server {
 
  private:
   Io& io_;
+  std::shared_ptr<int> subscriptions_ = std::make_shared<int>(0);  // open on this connection
 };
 
-kj::Promise<void> accept_rpc(Io& io, kj::ConnectionReceiver& listener,
-                             capnp::TwoPartyServer& server) {
-  return listener.accept().then([&io, &listener, &server](kj::Own<kj::AsyncIoStream> conn) {
-    if (io.connections >= kMaxConnections) {
-      io.log(
-          spdlog::level::warn,
-          fmt::format("control: {} connections already open: refusing another", kMaxConnections));
-    } else {
-      ++io.connections;
-      io.tasks().add(
-          server.accept(*conn).attach(kj::mv(conn), kj::defer([&io] { --io.connections; })));
-    }
-    return accept_rpc(io, listener, server);
-  });
+// One RPC connection: as capnp::TwoPartyServer's, but with a bootstrap
+// capability of its own (per-connection limits).
+struct RpcConnection {
+  RpcConnection(Io& io, kj::Own<kj::AsyncIoStream> s)
+      : stream(kj::mv(s)),
+        network(*stream, capnp::rpc::twoparty::Side::SERVER),
+        rpc(capnp::makeRpcServer(network, capnp::Capability::Client(kj::heap<ControlImpl>(io)))) {}
+  kj::Own<kj::AsyncIoStream> stream;
+  capnp::TwoPartyVatNetwork network;
+  capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
+};
+
+// kj's accept() throws when the process is out of descriptors or memory
+// (EMFILE, ENFILE, ENOMEM, ...).  The listener must survive that: log once
+// per run of failures, wait a little (the connection stays queued, so an
+// immediate retry would spin) and accept again.
+kj::Promise<void> accept_failed(Io& io, const char* what, int& failures, kj::Exception&& e) {
+  if (failures++ == 0) {
+    io.log(spdlog::level::warn,
+           fmt::format("{}: accept failed, retrying every {} ms: {}", what,
+                       kAcceptRetry / kj::MILLISECONDS, e.getDescription().cStr()));
+  }
+  return io.timer().afterDelay(kAcceptRetry);
+}
+
+void accept_ok(Io& io, const char* what, int& failures) {
+  if (failures == 0) return;
+  io.log(spdlog::level::info,
+         fmt::format("{}: accepting connections again (after {} failed attempts)", what, failures));
+  failures = 0;
+}
+
+kj::Promise<void> accept_rpc(Io& io, kj::ConnectionReceiver& listener) {
+  // accept() may throw at once (it tries accept4 first): evalNow makes that a
+  // rejection the error branch sees.
+  return kj::evalNow([&listener] { return listener.accept(); })
+      .then(
+          [&io](kj::Own<kj::AsyncIoStream> conn) -> kj::Promise<void> {
+            accept_ok(io, "control", io.rpc_accept_failures);
+            if (io.connections >= kMaxConnections) {
+              io.log(spdlog::level::warn,
+                     fmt::format("control: {} connections already open: refusing another",
+                                 kMaxConnections));
+              return kj::READY_NOW;
+            }
+            ++io.connections;
+            auto c = kj::heap<RpcConnection>(io, kj::mv(conn));
+            auto done = c->network.onDisconnect();
+            io.tasks().add(kj::mv(done).attach(kj::mv(c), kj::defer([&io] { --io.connections; })));
+            return kj::READY_NOW;
+          },
+          [&io](kj::Exception&& e) {
+            return accept_failed(io, "control", io.rpc_accept_failures, kj::mv(e));
+          })
+      .then([&io, &listener] { return accept_rpc(io, listener); });
 }
 
 // A tiny HTTP/1.0 responder: GET /metrics, everything else 404.
@@ -436,15 +511,25 @@ kj::Promise<void> serve_http(Io& io, kj::Own<HttpConn> c) {
 }
 
 kj::Promise<void> accept_http(Io& io, kj::ConnectionReceiver& listener) {
-  return listener.accept().then([&io, &listener](kj::Own<kj::AsyncIoStream> stream) {
-    if (io.http_connections < kMaxHttpConnections) {
-      ++io.http_connections;
-      auto c = kj::heap<HttpConn>();
-      c->stream = kj::mv(stream);
-      io.tasks().add(serve_http(io, kj::mv(c)).attach(kj::defer([&io] { --io.http_connections; })));
-    }
-    return accept_http(io, listener);
-  });
+  // accept() may throw at once (it tries accept4 first): evalNow makes that a
+  // rejection the error branch sees.
+  return kj::evalNow([&listener] { return listener.accept(); })
+      .then(
+          [&io](kj::Own<kj::AsyncIoStream> stream) -> kj::Promise<void> {
+            accept_ok(io, "metrics", io.http_accept_failures);
+            if (io.http_connections < kMaxHttpConnections) {
+              ++io.http_connections;
+              auto c = kj::heap<HttpConn>();
+              c->stream = kj::mv(stream);
+              io.tasks().add(
+                  serve_http(io, kj::mv(c)).attach(kj::defer([&io] { --io.http_connections; })));
+            }
+            return kj::READY_NOW;
+          },
+          [&io](kj::Exception&& e) {
+            return accept_failed(io, "metrics", io.http_accept_failures, kj::mv(e));
+          })
+      .then([&io, &listener] { return accept_http(io, listener); });
 }
 
 kj::Promise<void> watch_answers(Io& io, kj::UnixEventPort::FdObserver& obs, int fd,
@@ -534,14 +619,13 @@ void ControlPlane::io_main() {
     auto ctx = kj::setupAsyncIo();
     Io io(*shared_, job_fd_, ctx);
     kj::Own<kj::ConnectionReceiver> rpc_listener, http_listener;
-    auto server = kj::heap<capnp::TwoPartyServer>(kj::heap<ControlImpl>(io));
     kj::TaskSet listeners(io);
     if (listen_fd_ >= 0) {
       rpc_listener = ctx.lowLevelProvider->wrapListenSocketFd(
           listen_fd_, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
                           kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC |
                           kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK);
-      listeners.add(accept_rpc(io, *rpc_listener, *server));
+      listeners.add(accept_rpc(io, *rpc_listener));
     }
     if (metrics_fd_ >= 0) {
       http_listener = ctx.lowLevelProvider->wrapListenSocketFd(
@@ -569,7 +653,6 @@ void ControlPlane::io_main() {
         .timeoutAfter(500 * kj::MILLISECONDS, io.sync_all())
         .catch_([](kj::Exception&&) {})
         .wait(ctx.waitScope);
-    server = nullptr;
   } catch (const kj::Exception& e) {
     log_from_io(*shared_, spdlog::level::err,
                 fmt::format("control endpoint failed: {}", e.getDescription().cStr()));
@@ -600,10 +683,24 @@ void ControlPlane::on_jobs() {
       }
       ring_eventfd(shared->answer_fd);
     };
+    // A job that throws (std::exception, or kj::Exception from capnp) must
+    // neither end the supervisor nor leave its caller waiting: its caller
+    // gets the error (ignored if the job answered before it threw).
+    std::string error;
     try {
-      job.run(*this, std::move(respond));
+      job.run(*this, respond);
+    } catch (const kj::Exception& e) {
+      error = e.getDescription().cStr();
     } catch (const std::exception& e) {
-      spdlog::error("control request failed: {}", e.what());
+      error = e.what();
+    } catch (...) {
+      error = "unknown exception";
+    }
+    if (!error.empty()) {
+      spdlog::error("control request failed: {}", error);
+      Answer a;
+      a.error = kj::str("control request failed in the supervisor: ", error.c_str());
+      respond(std::move(a));
     }
   }
 }
@@ -616,8 +713,11 @@ void ControlPlane::on_event(const std::string& name, const std::string& child,
     if (at != std::string::npos) {
       auto from = at + kKey.size();
       auto to = json.find('"', from);
+      if (!exits_.contains(child) && exits_.size() >= exits_prune_at_) prune_exits();
       ++exits_[child][json.substr(from, to - from)];
     }
+  } else if (name == "child_deleted" && !child.empty()) {
+    exits_.erase(child);
   }
   bool queued = false;
   {
@@ -634,6 +734,17 @@ void ControlPlane::on_event(const std::string& name, const std::string& child,
   if (queued) ring_eventfd(shared_->answer_fd);
   // Waiters are checked after this turn of the loop, when the state settled.
   if (!waiters_.empty()) ring_eventfd(wake_fd_);
+}
+
+// Dynamic children get new paths and the runtime removes them without an
+// event: forget the exits of children no longer in the tree, at sizes that
+// double with what is left (amortised O(1) per exit).
+void ControlPlane::prune_exits() {
+  std::erase_if(exits_, [this](const auto& entry) {
+    const Runtime::Child* c = rt_.find_child(rt_.root_, entry.first);
+    return c == nullptr || (c->deleted && c->state == Runtime::State::idle);
+  });
+  exits_prune_at_ = std::max(kExitsPruneAt, 2 * exits_.size());
 }
 
 void ControlPlane::on_wake() {

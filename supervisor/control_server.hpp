@@ -25,7 +25,9 @@
 // Hostile or slow clients: they only ever cost the io thread.  The runtime
 // thread never blocks on a client: the queues are bounded (a full queue
 // answers `busy`), events to a slow subscriber are dropped and counted, and
-// connections are capped.  Answers to a client that went away are dropped.
+// connections, subscriptions and requests waiting for the tree (and how
+// long they wait) are capped.  Answers to a client that went away are
+// dropped.  A failed accept (no descriptors left) is retried, not fatal.
 //
 // Traps: the socket directory must be ours and mode 0700 (checked, else
 // ControlError); a live supervisor already listening on the socket path keeps
@@ -119,7 +121,11 @@ class ControlPlane {
   std::unique_ptr<Shared> shared_;
   std::vector<std::unique_ptr<Waiter>> waiters_;
   // Exits by reason kind, per child path, over the tree's life (metrics).
+  // Entries of children gone from the tree are pruned (prune_exits).
   std::map<std::string, std::map<std::string, std::uint64_t>> exits_;
+  static constexpr std::size_t kExitsPruneAt = 1024;
+  std::size_t exits_prune_at_ = kExitsPruneAt;  // prune when a new path would pass this
+  void prune_exits();
   std::thread io_;
 };
 

@@ -1,5 +1,6 @@
 #include "worker/builtin_actors.hpp"
 
+#include <capnp/any.h>
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <dirent.h>
@@ -12,6 +13,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -492,6 +494,8 @@ class Garbler : public Actor {
     ipc::Doorbell bell(ipc::bell_of(board, target->worker));
     if (mode == "junk") {
       reply.value().setInt(junk(view, bell, *target));
+    } else if (mode == "amplify") {
+      reply.value().setInt(amplify(view, bell, *target));
     } else if (mode == "break") {
       // A frame header whose length is beyond the ring: a ring protocol
       // violation (the receiver reports it; the supervisor kills us).
@@ -545,6 +549,77 @@ class Garbler : public Actor {
     int fd = ::fcntl(found, F_DUPFD_CLOEXEC, 10);
     if (fd < 0) throw std::runtime_error("garbler: dup failed");
     return ipc::Segment::adopt_fd(ipc::UniqueFd(fd), found_name);
+  }
+
+  // Makes the pointer at `p` point where the pointer at `q` points (same
+  // segment; list pointers): Cap'n Proto readers do not reject aliasing.
+  static void alias(capnp::word* p, const capnp::word* q) {
+    std::uint64_t w = 0;
+    std::memcpy(&w, static_cast<const void*>(q), sizeof w);
+    auto offset = static_cast<std::int32_t>(static_cast<std::uint32_t>(w)) >> 2;  // signed
+    offset += static_cast<std::int32_t>(q - p);
+    w = (w & ~std::uint64_t{0xffffffff}) | (static_cast<std::uint64_t>(offset) << 2 & 0xfffffffc) |
+        (w & 3);
+    std::memcpy(static_cast<void*>(p), &w, sizeof w);
+  }
+
+  // The pointer section of a struct: right after its data section.
+  template <class B>
+  static capnp::word* pointers_of(B b) {
+    return reinterpret_cast<capnp::word*>(
+        capnp::AnyStruct::Builder(kj::mv(b)).getDataSection().end());
+  }
+
+  // One cast whose value is small in the ring (12 KiB) but reads as 6M
+  // words: a list of 60 values that all point at one list of 100 values
+  // that all point at one 8000-byte blob.  The receiver's check of the whole
+  // envelope reads it once, within its traversal limit (8M words); a second
+  // reading (a handler converting the value) goes past it.  Then one valid
+  // cast `inc`.  Returns the number of frames written.
+  long long amplify(const ipc::ChannelView& view, ipc::Doorbell& bell, ActorRef target) {
+    auto cast = [&](capnp::MessageBuilder& mb) {
+      auto e = mb.initRoot<schema::Envelope>();
+      e.setKind(schema::Kind::CAST);
+      auto d = e.initDestination();
+      d.setWorker(target.worker);
+      d.setActor(target.actor);
+      auto s = e.initSource();
+      s.setWorker(ctx().self().worker);
+      s.setIncarnation(ctx().self().incarnation);
+      s.setActor(ctx().self().actor);
+      return e.getPayload().initValue();
+    };
+    capnp::MallocMessageBuilder mb(4096);  // one segment: offsets stay inside it
+    auto outer = cast(mb).initList(60);
+    auto inner = outer[0].initList(100);
+    inner[0].initData(8000);
+    for (unsigned j = 1; j < inner.size(); ++j) {
+      inner[j].initData(0);
+      alias(pointers_of(inner[j]), pointers_of(inner[0]));
+    }
+    for (unsigned i = 1; i < outer.size(); ++i) {
+      outer[i].initList(0);
+      alias(pointers_of(outer[i]), pointers_of(outer[0]));
+    }
+    if (mb.getSegmentsForOutput().size() != 1) {
+      throw std::runtime_error("garbler: amplify needs a single segment");
+    }
+    auto words = capnp::messageToFlatArray(mb);
+    auto bytes = words.asBytes();
+    ipc::RingProducer prod(view.ring, "garbler", &bell);
+    if (prod.try_push(schema::kEnvelopeFrame, {reinterpret_cast<const std::byte*>(bytes.begin()),
+                                               bytes.size()}) != ipc::PushStatus::ok) {
+      throw std::runtime_error("garbler: channel full");
+    }
+    capnp::MallocMessageBuilder mb2;
+    cast(mb2).setSymbol("inc");
+    auto valid = capnp::messageToFlatArray(mb2);
+    auto vb = valid.asBytes();
+    if (prod.try_push(schema::kEnvelopeFrame, {reinterpret_cast<const std::byte*>(vb.begin()),
+                                               vb.size()}) != ipc::PushStatus::ok) {
+      throw std::runtime_error("garbler: channel full");
+    }
+    return 2;
   }
 
   // Garbage at the message level (the ring itself stays sound), then one

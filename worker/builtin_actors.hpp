@@ -41,7 +41,11 @@
 //             0xff bytes, empty, unknown frame kind 7) followed by one valid
 //             cast `inc`, answers the frame count; mode "break" = a frame
 //             header longer than the ring (a ring protocol violation), answers
-//             ok.  Afterwards this incarnation must not send to `to` again.
+//             ok; mode "amplify" = one valid but amplified cast (a 12 KiB
+//             value whose aliased pointers read as 6M words: it passes the
+//             receiver's check, a second reading exceeds the traversal
+//             limit) and one valid cast `inc`, answers 2.  Afterwards this
+//             incarnation must not send to `to` again.
 #pragma once
 
 #include "worker/actor.hpp"

@@ -101,16 +101,30 @@ class Connection {
   std::mutex mu_;  // a Client is used by one thread at a time
 };
 
-Connection* g_default = nullptr;  // the last connect(); cleared when it closes
+// The default connection (the last connect()), owned: a thread using it
+// with the GIL released holds a reference of its own (default_connection),
+// so dropping every other reference cannot free it under that thread.
+// Never destroyed (no Python object may be released after the interpreter
+// is gone): cleared by close() and at exit.
+py::object& g_default() {
+  static auto* o = new py::object();
+  return *o;
+}
 
 Connection::~Connection() {
-  if (g_default == this) g_default = nullptr;
+  std::lock_guard<std::mutex> lock(mu_);  // no one may be in client_ (see close)
+  client_.reset();
 }
 
 void Connection::close() {
-  if (g_default == this) g_default = nullptr;
-  std::lock_guard<std::mutex> lock(mu_);
-  client_.reset();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    client_.reset();
+  }
+  py::object& d = g_default();
+  if (d && d.cast<Connection*>() == this) {
+    py::object last = std::move(d);  // released after d is empty (its destructor may run here)
+  }
 }
 
 worker::Context* actor_context() {
@@ -118,13 +132,15 @@ worker::Context* actor_context() {
   return c != nullptr && on_dispatch_thread() ? c : nullptr;
 }
 
-Connection& default_connection(const char* what) {
-  if (g_default == nullptr) {
+// A reference of the caller's own to the default connection (GIL held).
+py::object default_connection(const char* what) {
+  py::object d = g_default();
+  if (!d) {
     throw std::runtime_error(std::string("bulkhead.") + what +
                              ": not inside an actor's handler and not connected "
                              "(bulkhead.connect(socket) first)");
   }
-  return *g_default;
+  return d;
 }
 
 worker::Context& actor_only(const char* what) {
@@ -141,6 +157,7 @@ py::object do_call(Connection* conn, py::handle target, py::handle request, doub
   auto ms = to_ms(timeout);
   Outgoing out(request, "request");
   worker::CallResult r;
+  py::object hold;  // keeps the default connection alive while we use it
   if (conn == nullptr) {
     if (worker::Context* c = actor_context()) {
       {
@@ -149,7 +166,8 @@ py::object do_call(Connection* conn, py::handle target, py::handle request, doub
       }
       return call_result(r);
     }
-    conn = &default_connection("call");
+    hold = default_connection("call");
+    conn = hold.cast<Connection*>();
   }
   {
     py::gil_scoped_release nogil;
@@ -162,11 +180,13 @@ py::object do_call(Connection* conn, py::handle target, py::handle request, doub
 py::object do_send(Connection* conn, py::handle target, py::handle msg, bool cast) {
   worker::Target to = to_target(target);
   Outgoing out(msg, cast ? "request" : "message");
+  py::object hold;
   if (conn == nullptr) {
     if (worker::Context* c = actor_context()) {
       return send_result(cast ? c->cast(to, out.payload()) : c->send(to, out.payload()), target);
     }
-    conn = &default_connection(cast ? "cast" : "send");
+    hold = default_connection(cast ? "cast" : "send");
+    conn = hold.cast<Connection*>();
   }
   std::lock_guard<std::mutex> lock(conn->mutex());
   auto& cl = conn->client();
@@ -175,11 +195,13 @@ py::object do_send(Connection* conn, py::handle target, py::handle msg, bool cas
 
 py::object do_whereis(Connection* conn, const std::string& name) {
   std::optional<worker::ActorRef> r;
+  py::object hold;
   if (conn == nullptr) {
     if (worker::Context* c = actor_context()) {
       r = c->whereis(name);
     } else {
-      conn = &default_connection("whereis");
+      hold = default_connection("whereis");
+      conn = hold.cast<Connection*>();
     }
   }
   if (conn != nullptr) {
@@ -195,6 +217,9 @@ py::object do_whereis(Connection* conn, const std::string& name) {
 
 void define_native(py::module_& m) {
   m.doc() = "Bulkhead's native half: values, messaging, connections (see the bulkhead package)";
+  // The default connection goes while the interpreter still runs.
+  py::module_::import("atexit").attr("register")(
+      py::cpp_function([] { py::object last = std::move(g_default()); }));
 
   m.def("_register",
         [](py::object atom, py::object timeout, py::object noproc, py::object actor_died,
@@ -286,8 +311,8 @@ void define_native(py::module_& m) {
   m.def(
       "connect",
       [](const std::string& socket, double timeout) {
-        auto c = std::make_unique<Connection>(socket, timeout);
-        g_default = c.get();
+        py::object c = py::cast(std::make_unique<Connection>(socket, timeout));
+        g_default() = c;
         return c;
       },
       py::arg("socket"), py::arg("timeout") = 5.0);

@@ -1,5 +1,6 @@
 #include "python/native/py_actor.hpp"
 
+#include <kj/exception.h>
 #include <pybind11/pybind11.h>
 
 #include <cstdio>
@@ -87,6 +88,8 @@ class PyActor final : public worker::Actor {
     CurrentGuard cur(&ctx());
     py::object req;
     if (!incoming(request, req)) {
+      std::fprintf(stderr, "bulkhead: %s refused a call it cannot read: %s\n", spec_.c_str(),
+                   dropped_why_.c_str());
       auto err = reply.payload().initError();
       err.setCode(schema::ErrorCode::HANDLER_ERROR);
       err.setMessage("the request could not be converted to Python: " + dropped_why_);
@@ -152,6 +155,14 @@ class PyActor final : public worker::Actor {
       out = from_message(m);
       return true;
     } catch (py::error_already_set& e) {
+      dropped_why_ = e.what();
+      return false;
+    } catch (const kj::Exception& e) {
+      // Cap'n Proto refused to read it (e.g. its traversal limit: a message
+      // whose pointers share their targets reads as far larger than it is).
+      dropped_why_ = std::string("invalid message: ") + e.getDescription().cStr();
+      return false;
+    } catch (const std::exception& e) {
       dropped_why_ = e.what();
       return false;
     }

@@ -39,7 +39,14 @@ std::string type_name(py::handle obj) {
   auto* t = Py_TYPE(obj.ptr());
   std::string mod;
   if (PyObject* m = PyObject_GetAttrString(reinterpret_cast<PyObject*>(t), "__module__")) {
-    if (PyUnicode_Check(m)) mod = PyUnicode_AsUTF8(m);
+    if (PyUnicode_Check(m)) {
+      // NULL for a str UTF-8 cannot hold (lone surrogates): leave the module out.
+      if (const char* s = PyUnicode_AsUTF8(m)) {
+        mod = s;
+      } else {
+        PyErr_Clear();
+      }
+    }
     Py_DECREF(m);
   } else {
     PyErr_Clear();

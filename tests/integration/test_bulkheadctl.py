@@ -485,3 +485,32 @@ def test_hostile_and_stalled_clients_never_stall_the_supervisor(sup):
         stalled.close()
         s.close()
         idle.close()
+
+
+def test_the_control_endpoint_survives_running_out_of_descriptors(sup):
+    import resource
+    import socket
+    start(sup)
+    fds = [int(f) for f in os.listdir(f"/proc/{sup.pid}/fd")]
+    limits = resource.prlimit(sup.pid, resource.RLIMIT_NOFILE)
+    clients = []
+    try:
+        # No descriptor above those open now: accept() fails with EMFILE
+        # once the few holes below are taken.
+        resource.prlimit(sup.pid, resource.RLIMIT_NOFILE, (max(fds) + 1, limits[1]))
+        for _ in range(48):  # fewer than the 64 connections it keeps
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(sup.ctl_socket))
+            clients.append(s)
+            if len(clients) >= 4 and "control: accept failed" in sup.log():
+                break
+            time.sleep(0.005)
+        wait_until(lambda: "control: accept failed" in sup.log(), what="a failed accept logged")
+    finally:
+        resource.prlimit(sup.pid, resource.RLIMIT_NOFILE, limits)
+        for s in clients:
+            s.close()
+    r = ctl(sup, "status", timeout=10)
+    assert r.returncode == 0, r.stderr
+    assert "control: accepting connections again" in sup.log()
+    assert sup.running()

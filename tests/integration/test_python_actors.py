@@ -4,6 +4,7 @@ and from each other; crashes, restarts and the zygote.
 
 The actors are in pyactors/testactors.py.  The bulkhead package is imported
 from the build (BIN_DIR/../python), as a user's program would."""
+import gc
 import re
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import BIN_DIR, REPO, SUPERVISOR_BIN, ev
+from conftest import BIN_DIR, REPO, SUPERVISOR_BIN, ev, wait_until
 
 sys.path.insert(0, str(BIN_DIR.parent / "python"))
 import bulkhead  # noqa: E402
@@ -98,6 +99,50 @@ def test_bad_values_raise_in_the_sender_and_nothing_is_sent(sup, start):
     assert "cannot send a set" in text and "request['k'][1]" in text
     assert c.call("rec", GET) == []  # the bad send sent nothing
     assert c.call("pyecho", 1) == 1
+
+
+def test_a_type_whose_module_name_utf8_cannot_hold_is_a_clean_type_error():
+    # __module__ with a lone surrogate: naming the type must not build a
+    # string from NULL.  The value is refused before any connection is used.
+    Odd = type("Odd", (), {"__module__": "mod\udc80"})
+    with pytest.raises(TypeError, match=r"cannot send a Odd .* at request\[0\]"):
+        bulkhead.cast("anyone", [Odd()])
+
+
+def test_an_amplified_value_from_a_cpp_peer_is_dropped_and_the_actor_lives(sup, start):
+    # 12 KiB in the ring, 6M words to read: it passes the receiving worker's
+    # check, then converting it to Python exceeds Cap'n Proto's traversal
+    # limit (a kj::Exception).  That message is dropped; the worker goes on.
+    c = start(tree(child("c", py("Counter", "counter")) +
+                   child("g", '[{ type = "garbler", name = "garbler" }]',
+                         'binary = "bulkhead-worker"')))
+    pid = sup.pids()["root/c"]
+    assert c.call("garbler", (Atom("garble"), "counter", "amplify")) == 2
+    # the garbler's opening cast `inc`, the amplified one (dropped), its last `inc`
+    wait_until(lambda: c.call("counter", GET) == 2, what="both valid casts counted")
+    assert sup.pids()["root/c"] == pid and not sup.find(ev("exited", "root/c"))
+    assert "dropped a message it cannot read: invalid message" in sup.log()
+
+
+def test_dropping_the_default_connection_while_a_thread_calls_through_it(sup, start):
+    start(tree(child("d", py("Deferred", "deferred"))))
+    c = bulkhead.connect(str(sup.dir / "s.sock"))  # the default connection, only ours
+    outcome = []
+
+    def caller():
+        try:
+            bulkhead.call("deferred", Atom("hold"), timeout=0.5)  # waits with the GIL released
+        except bulkhead.Timeout:
+            outcome.append("timeout")
+
+    t = threading.Thread(target=caller)
+    t.start()
+    time.sleep(0.1)
+    del c  # the last reference of ours: the default must stay valid for the caller
+    gc.collect()
+    t.join()
+    assert outcome == ["timeout"]
+    assert bulkhead.call("deferred", 0) == 1  # the held call counted; still connected
 
 
 def test_handle_info_monitor_and_down_with_traceback(sup, start):
