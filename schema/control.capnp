@@ -113,4 +113,7 @@ struct ChildResult {
 struct BrokenChannel {
   peer @0 :UInt32;   # the producer's slot
   detail @1 :Text;   # which field had which value
+  producerIncarnation @2 :UInt32;  # the producer's incarnation as the reporter knew it
+                                   # (0: unknown); a report about an earlier
+                                   # occupant of the slot must not punish the current one
 }

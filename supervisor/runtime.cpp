@@ -1007,7 +1007,7 @@ void Runtime::on_open_channel(Endpoint& ep, std::uint32_t to) {
 }
 
 void Runtime::on_broken_channel(Endpoint& consumer, std::uint32_t producer,
-                                const std::string& detail) {
+                                std::uint32_t incarnation, const std::string& detail) {
   auto it = endpoints_.find(producer);
   if (it == endpoints_.end()) return;
   spdlog::error("{}: channel from {} broken: {}", consumer.path, it->second->path, detail);
@@ -1017,6 +1017,11 @@ void Runtime::on_broken_channel(Endpoint& consumer, std::uint32_t producer,
   }
   if (it->second->is_client) return;
   auto& c = static_cast<Child&>(*it->second);
+  if (incarnation != 0 && incarnation != c.incarnation) {
+    spdlog::warn("{}: the report is about incarnation {}, not the running {}: not killed", c.path,
+                 incarnation, c.incarnation);
+    return;
+  }
   if (c.pid > 0) {
     c.violated = true;
     ExitInfo r;
@@ -1033,7 +1038,9 @@ void Runtime::on_endpoint_message(Endpoint& ep, schema::ToSupervisor::Reader msg
       on_open_channel(ep, msg.getOpenChannel());
       break;
     case schema::ToSupervisor::BROKEN_CHANNEL:
-      on_broken_channel(ep, msg.getBrokenChannel().getPeer(), msg.getBrokenChannel().getDetail());
+      on_broken_channel(ep, msg.getBrokenChannel().getPeer(),
+                        msg.getBrokenChannel().getProducerIncarnation(),
+                        msg.getBrokenChannel().getDetail());
       break;
     case schema::ToSupervisor::START_CHILD:
       start_dynamic(ep, msg.getStartChild());

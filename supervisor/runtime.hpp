@@ -238,7 +238,8 @@ class Runtime {
   void deliver_channel(Endpoint& ep, Channel& ch, bool outbound, std::uint32_t peer);
   void deliver_inbound_channels(Endpoint& ep);
   void on_open_channel(Endpoint& ep, std::uint32_t to);
-  void on_broken_channel(Endpoint& consumer, std::uint32_t producer, const std::string& detail);
+  void on_broken_channel(Endpoint& consumer, std::uint32_t producer, std::uint32_t incarnation,
+                         const std::string& detail);
   void open_attach_socket();
   void on_attach();
   void on_client_readable(Endpoint& ep);

@@ -412,6 +412,9 @@ void Node::report_broken(std::uint32_t peer, const std::string& detail) {
   auto b = mb.initRoot<schema::ToSupervisor>().initBrokenChannel();
   b.setPeer(peer);
   b.setDetail(detail);
+  if (auto pit = peers_.find(peer); pit != peers_.end()) {
+    b.setProducerIncarnation(pit->second.incarnation);
+  }
   auto words = capnp::messageToFlatArray(mb);
   (void)ipc::send_packet(control_fd_, as_bytes(words));
 }
