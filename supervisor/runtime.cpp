@@ -27,6 +27,7 @@
 #include "ipc/packet.hpp"
 #include "schema/codec.hpp"
 #include "schema/control.capnp.h"
+#include "schema/json_text.hpp"
 #include "supervisor/logging.hpp"
 #include "supervisor/spawn.hpp"
 #include "supervisor/value_from_toml.hpp"
@@ -35,37 +36,7 @@ namespace bulkhead::supervisor {
 
 namespace {
 
-std::string json_escape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size() + 2);
-  for (char ch : s) {
-    auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          out += fmt::format("\\u{:04x}", c);
-        } else {
-          out += ch;
-        }
-    }
-  }
-  return out;
-}
+using schema::json_escape;
 
 std::string signal_name(int sig) {
   const char* abbrev = ::sigabbrev_np(sig);

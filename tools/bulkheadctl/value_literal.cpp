@@ -1,5 +1,7 @@
 #include "tools/bulkheadctl/value_literal.hpp"
 
+#include "schema/json_text.hpp"
+
 #include <fmt/format.h>
 
 #include <cctype>
@@ -502,34 +504,7 @@ std::string value_to_json(schema::Value::Reader v) {
 }
 
 std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (char ch : s) {
-    auto c = static_cast<unsigned char>(ch);
-    switch (ch) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          out += fmt::format("\\u{:04x}", c);
-        } else {
-          out += ch;
-        }
-    }
-  }
-  return out + "\"";
+  return schema::json_string(s);
 }
 
 }  // namespace bulkhead::ctl
