@@ -402,8 +402,11 @@ int serve_worker(const ActorRegistry& registry, const RunHooks& hooks) {
 // Waits until we are the supervisor's child (an intermediate that forked us
 // exits at once, and the supervisor is a child subreaper), then ties our
 // life to it.
-bool wait_reparented(pid_t supervisor) {
-  for (int i = 0; ::getppid() != supervisor; ++i) {
+bool wait_reparented(pid_t supervisor, pid_t intermediate) {
+  // Our parent is the intermediate until it exits (at once); then we are the
+  // supervisor's (a child subreaper), or init's if the supervisor is gone:
+  // wait only for the intermediate, never for a supervisor that will not come.
+  for (int i = 0; ::getppid() == intermediate; ++i) {
     if (i > 100000) return false;
     ::sched_yield();
   }
@@ -434,8 +437,9 @@ bool adopt_fds(int mailbox, int control, int out, int err) {
   return true;
 }
 
-bool become_worker(pid_t supervisor, int mailbox, int control, int out, int err) {
-  return wait_reparented(supervisor) && adopt_fds(mailbox, control, out, err);
+bool become_worker(pid_t supervisor, pid_t intermediate, int mailbox, int control, int out,
+                   int err) {
+  return wait_reparented(supervisor, intermediate) && adopt_fds(mailbox, control, out, err);
 }
 
 constexpr int kRequestFds = 4;
@@ -488,10 +492,10 @@ struct Spare {
 };
 constexpr int kSpareDelayMs = 2;
 
-[[noreturn]] void spare_main(pid_t supervisor, int sock, const ActorRegistry& registry,
-                             const RunHooks& hooks) {
+[[noreturn]] void spare_main(pid_t supervisor, pid_t intermediate, int sock,
+                             const ActorRegistry& registry, const RunHooks& hooks) {
   ::close(kSegmentFd);  // the zygote's socket to the supervisor is not ours
-  if (!wait_reparented(supervisor)) zygote_child_exit(kExitBadHandover);
+  if (!wait_reparented(supervisor, intermediate)) zygote_child_exit(kExitBadHandover);
   if (hooks.after_fork_child) hooks.after_fork_child();
   int fds[kRequestFds];
   ssize_t r;
@@ -515,10 +519,11 @@ Spare make_spare(pid_t supervisor, const ActorRegistry& registry, const RunHooks
   if (hooks.before_fork) hooks.before_fork();
   pid_t mid = ::fork();
   if (mid == 0) {
+    const pid_t self = ::getpid();
     pid_t w = ::fork();
     if (w == 0) {
       ::close(sv[0]);
-      spare_main(supervisor, sv[1], registry, hooks);
+      spare_main(supervisor, self, sv[1], registry, hooks);
     }
     std::int32_t pid = w;
     (void)!::write(pp[1], &pid, sizeof pid);
@@ -594,9 +599,10 @@ int zygote_loop(const ActorRegistry& registry, const RunHooks& hooks) {
       if (hooks.before_fork) hooks.before_fork();
       pid_t mid = ::fork();
       if (mid == 0) {
+        const pid_t self = ::getpid();
         pid_t w = ::fork();
         if (w == 0) {
-          if (!become_worker(supervisor, fds[0], fds[1], fds[2], fds[3]))
+          if (!become_worker(supervisor, self, fds[0], fds[1], fds[2], fds[3]))
             zygote_child_exit(kExitBadHandover);
           if (hooks.after_fork_child) hooks.after_fork_child();
           zygote_child_exit(serve_worker(registry, hooks));
