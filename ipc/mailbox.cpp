@@ -17,10 +17,10 @@ void format_mailbox(const Segment& seg, const MailboxLayout& layout, std::uint32
   auto* h = new (payload.data()) MailboxHeader{};
   h->version = kMailboxLayoutVersion;
   h->slot = slot;
-  h->doorbell_offset = layout.doorbell_offset;
+  h->liveness_offset = layout.liveness_offset;
   h->control_ring_offset = layout.control_ring_offset;
   h->control_ring_capacity = layout.control_ring_capacity;
-  new (payload.data() + layout.doorbell_offset) DoorbellWord{};
+  new (payload.data() + layout.liveness_offset) LivenessCell{};
   init_ring(
       payload.subspan(layout.control_ring_offset, ring_footprint(layout.control_ring_capacity)),
       layout.control_ring_capacity);
@@ -28,6 +28,7 @@ void format_mailbox(const Segment& seg, const MailboxLayout& layout, std::uint32
 }
 
 void reset_control_ring(const Segment& seg, const MailboxLayout& layout) {
+  new (seg.payload().data() + layout.liveness_offset) LivenessCell{};
   init_ring(seg.payload().subspan(layout.control_ring_offset,
                                   ring_footprint(layout.control_ring_capacity)),
             layout.control_ring_capacity);
@@ -36,7 +37,7 @@ void reset_control_ring(const Segment& seg, const MailboxLayout& layout) {
 MailboxView mailbox_view(const Segment& seg, const MailboxLayout& layout) {
   auto payload = seg.payload();
   return MailboxView{
-      reinterpret_cast<DoorbellWord*>(payload.data() + layout.doorbell_offset),
+      reinterpret_cast<LivenessCell*>(payload.data() + layout.liveness_offset),
       payload.subspan(layout.control_ring_offset, ring_footprint(layout.control_ring_capacity))};
 }
 
@@ -58,9 +59,9 @@ MailboxView attach_mailbox(const Segment& seg) {
   auto in_bounds = [&](std::uint64_t off, std::uint64_t len) {
     return off % 64 == 0 && off <= payload.size() && len <= payload.size() - off;
   };
-  if (!in_bounds(h.doorbell_offset, sizeof(DoorbellWord))) {
-    throw SegmentError(fmt::format("segment {}: field mailbox.doorbell_offset {} out of bounds",
-                                   seg.name(), h.doorbell_offset));
+  if (!in_bounds(h.liveness_offset, sizeof(LivenessCell))) {
+    throw SegmentError(fmt::format("segment {}: field mailbox.liveness_offset {} out of bounds",
+                                   seg.name(), h.liveness_offset));
   }
   if (h.control_ring_capacity > payload.size() ||
       !in_bounds(h.control_ring_offset, ring_footprint(h.control_ring_capacity))) {
@@ -68,7 +69,7 @@ MailboxView attach_mailbox(const Segment& seg) {
                                    seg.name(), h.control_ring_offset));
   }
   return MailboxView{
-      reinterpret_cast<DoorbellWord*>(payload.data() + h.doorbell_offset),
+      reinterpret_cast<LivenessCell*>(payload.data() + h.liveness_offset),
       payload.subspan(h.control_ring_offset, ring_footprint(h.control_ring_capacity)), h.slot};
 }
 

@@ -7,7 +7,7 @@
 //
 // Layout of the segment payload (offsets from payload start):
 //   0      MailboxHeader (64 bytes): passport + where the rings are
-//   64     DoorbellWord: unused (doorbells live on the bell board, below)
+//   64     LivenessCell (64 bytes): the death-notice cell (ipc/liveness.hpp)
 //   128    control ring (supervisor -> worker), RingControl + data
 //
 // The bell board is a second segment, one per supervisor: DoorbellWord
@@ -28,20 +28,21 @@
 #include <span>
 
 #include "ipc/doorbell.hpp"
+#include "ipc/liveness.hpp"
 #include "ipc/ring.hpp"
 #include "ipc/segment.hpp"
 
 namespace bulkhead::ipc {
 
 inline constexpr std::uint64_t kMailboxMagic = 0x584f424d'4b4c5542ULL;  // "BULKMBOX" LE
-inline constexpr std::uint32_t kMailboxLayoutVersion = 1;
+inline constexpr std::uint32_t kMailboxLayoutVersion = 2;               // 2: a liveness cell at 64
 inline constexpr std::uint32_t kControlFrame = 2;  // frame kind of a ToWorker message
 
 struct MailboxHeader {
   std::uint64_t magic;                  // kMailboxMagic
   std::uint32_t version;                // kMailboxLayoutVersion
   std::uint32_t slot;                   // the owner's slot (its doorbell on the bell board)
-  std::uint64_t doorbell_offset;        // from payload start
+  std::uint64_t liveness_offset;        // from payload start
   std::uint64_t control_ring_offset;    // from payload start
   std::uint64_t control_ring_capacity;  // data bytes of the control ring
   std::uint8_t reserved1[24];
@@ -49,7 +50,7 @@ struct MailboxHeader {
 static_assert(sizeof(MailboxHeader) == 64);
 
 struct MailboxLayout {
-  std::size_t doorbell_offset = 64;
+  std::size_t liveness_offset = 64;
   std::size_t control_ring_offset = 128;
   std::size_t control_ring_capacity = 64 * 1024;
 
@@ -58,13 +59,14 @@ struct MailboxLayout {
   }
 };
 
-// Supervisor side: writes header, doorbell and control ring.
+// Supervisor side: writes header, liveness cell and control ring.
 void format_mailbox(const Segment& seg, const MailboxLayout& layout, std::uint32_t slot);
-// Supervisor side: re-formats the control ring (before a new incarnation).
+// Supervisor side: re-formats the control ring and clears the liveness cell
+// (before a new incarnation).
 void reset_control_ring(const Segment& seg, const MailboxLayout& layout);
 
 struct MailboxView {
-  DoorbellWord* doorbell = nullptr;
+  LivenessCell* liveness = nullptr;
   std::span<std::byte> control_ring;
   std::uint32_t slot = 0;
 };

@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <linux/futex.h>
+#include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
@@ -18,10 +20,12 @@
 #include <capnp/serialize.h>
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <string_view>
 
 #include "ipc/channel.hpp"
 #include "ipc/packet.hpp"
@@ -151,6 +155,17 @@ Runtime::Runtime(TreeSpec tree, RuntimeOptions options)
                                 ipc::bell_board_bytes(kBoardSlots));
   board_->unlink();
   build_node(root_, tree_.root, "root", nullptr, nullptr);
+  // BULKHEAD_DEATH_NOTICE=0 turns early death notices off (to compare).
+  const char* notice = std::getenv("BULKHEAD_DEATH_NOTICE");
+  if (notice == nullptr || std::string_view(notice) != "0") {
+    death_watch_.emplace();
+    if (death_watch_->available()) {
+      watch(death_watch_->fd(), Watch::Type::death, nullptr);
+    } else {
+      spdlog::info("no futex_waitv on this kernel: deaths are seen when the kernel reports them");
+      death_watch_.reset();
+    }
+  }
 }
 
 Runtime::~Runtime() {
@@ -166,6 +181,7 @@ Runtime::~Runtime() {
     }
   };
   kill_all(root_);
+  reap_corpses();
   if (attach_fd_ && !options_.socket_path.empty()) ::unlink(options_.socket_path.c_str());
   if (events_ != nullptr) std::fclose(events_);
 }
@@ -189,6 +205,11 @@ void Runtime::event(const std::string& name, const Child* c, const std::string& 
     line.pop_back();  // the newline
     event_listener_(name, c, line);
   }
+}
+
+// A worker incarnation's key in the DeathWatch.
+static std::uint64_t death_key(std::uint32_t slot, std::uint32_t incarnation) {
+  return (static_cast<std::uint64_t>(slot) << 32) | incarnation;
 }
 
 static std::string reason_json(const ExitInfo& r) {
@@ -294,6 +315,12 @@ int Runtime::run() {
         case Watch::Type::pidfd:
           reap_worker(*w.child);
           break;
+        case Watch::Type::death:
+          on_death_notices();
+          break;
+        case Watch::Type::corpse:
+          reap_corpse(evs[i].data.fd);
+          break;
         case Watch::Type::attach:
           on_attach();
           break;
@@ -317,6 +344,7 @@ int Runtime::run() {
   }
   for (auto& [binary, z] : zygotes_) unwatch(z->pidfd());
   zygotes_.clear();  // each is killed and reaped
+  reap_corpses();
   event("supervisor_exit", nullptr, fmt::format(R"("exit_code":{})", exit_code_));
   return exit_code_;
 }
@@ -801,6 +829,8 @@ void Runtime::start_worker(Child& c) {
   c.capture->attach(c.pid, std::move(s.out), std::move(s.err));
   ipc::check_sys(::fcntl(c.control.get(), F_SETFL, O_NONBLOCK), "fcntl control socket");
   c.spawned_at = Clock::now();
+  // reset_control_ring / format_mailbox cleared the cell: the new process arms it.
+  if (death_watch_) death_watch_->add(death_key(c.slot, c.incarnation), view.liveness);
   watch(c.pidfd.get(), Watch::Type::pidfd, &c);
   watch(c.control.get(), Watch::Type::control, &c);
   if (c.capture->out_fd() >= 0) watch(c.capture->out_fd(), Watch::Type::output, &c);
@@ -1106,10 +1136,98 @@ void Runtime::reap_worker(Child& c) {
       si.si_pid == 0) {
     return;
   }
-  pid_t pid = c.pid;
+  ipc::ExitStatus st;
+  st.signaled = si.si_code == CLD_KILLED || si.si_code == CLD_DUMPED;
+  st.core_dumped = si.si_code == CLD_DUMPED;
+  st.number = si.si_status;
+  finish_worker(c, c.pid, st);
+}
+
+void Runtime::on_death_notices() {
+  if (!death_watch_) return;
+  for (const auto& n : death_watch_->drain()) {
+    auto it = endpoints_.find(static_cast<std::uint32_t>(n.key >> 32));
+    if (it == endpoints_.end() || it->second->is_client) continue;
+    auto& c = static_cast<Child&>(*it->second);
+    if (death_key(c.slot, c.incarnation) != n.key || c.pid <= 0 || !c.pidfd) continue;  // stale
+    // The sentinel thread is gone; the main thread follows within
+    // microseconds (the same fatal signal, or it is the one exiting).
+    auto st = ipc::exiting_status(c.pid);
+    for (auto until = Clock::now() + std::chrono::milliseconds(2); !st && Clock::now() < until;) {
+      timespec pause{0, 50'000};
+      ::nanosleep(&pause, nullptr);
+      st = ipc::exiting_status(c.pid);
+    }
+    if (!st) {
+      // The kernel sets FUTEX_OWNER_DIED only for an exiting thread, and the
+      // sentinel never exits alone: a word that changed while the process
+      // lives was written by the worker.
+      spdlog::warn(
+          "{}: pid {} changed its liveness word from {:#x} to {:#x} while alive; its death "
+          "will be seen when the kernel reports it",
+          c.path, c.pid, n.armed, n.word);
+      continue;
+    }
+    // It runs no user code any more; the kernel is freeing its memory, which
+    // takes milliseconds.  The pid is not reaped, so neither it nor its
+    // process group can be someone else's: take the group down (as
+    // reap_worker does) and keep the pidfd to reap the corpse later.
+    ::kill(-c.pid, SIGKILL);
+    const int fd = c.pidfd.get();
+    unwatch(fd);
+    Corpse corpse{c.pid, std::move(c.pidfd), c.path, *st};
+    corpses_.emplace(fd, std::move(corpse));
+    watch(fd, Watch::Type::corpse, nullptr);
+    spdlog::debug("{}: pid {} is exiting: restarting it before the kernel reaps it", c.path, c.pid);
+    finish_worker(c, c.pid, *st);
+  }
+}
+
+void Runtime::reap_corpse(int fd) {
+  auto it = corpses_.find(fd);
+  if (it == corpses_.end()) return;
+  siginfo_t si{};
+  if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(fd), &si, WEXITED | WNOHANG) ==
+          0 &&
+      si.si_pid == 0) {
+    return;  // still being torn down
+  }
+  // (An error is ECHILD: reaped already, by reap_strays say.)
+  if (si.si_pid != 0) {
+    ipc::ExitStatus final_st;
+    final_st.signaled = si.si_code == CLD_KILLED || si.si_code == CLD_DUMPED;
+    final_st.core_dumped = si.si_code == CLD_DUMPED;
+    final_st.number = si.si_status;
+    if (!(final_st == it->second.early)) {
+      spdlog::debug("{}: pid {} reaped with status {}/{}, its death notice said {}/{}",
+                    it->second.path, it->second.pid, final_st.signaled, final_st.number,
+                    it->second.early.signaled, it->second.early.number);
+    }
+  }
+  unwatch(fd);
+  corpses_.erase(it);
+}
+
+void Runtime::reap_corpses() {
+  for (auto& [fd, corpse] : corpses_) {
+    // Each was SIGKILLed: it is only waiting for the kernel to finish.
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 5000) == 0) {
+      spdlog::warn("{}: pid {} still not dead after 5 s; leaving it", corpse.path, corpse.pid);
+      continue;
+    }
+    siginfo_t si{};
+    (void)::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(fd), &si, WEXITED);
+    unwatch(fd);
+  }
+  corpses_.clear();
+}
+
+void Runtime::finish_worker(Child& c, pid_t pid, const ipc::ExitStatus& st) {
   on_control_readable(c);              // a last report may still be queued
   if (c.capture) c.capture->finish();  // and the last lines of output
-  c.pid = 0;                           // reaped: nobody may signal this pid any more
+  c.pid = 0;                           // dead: nobody may signal this pid any more
+  if (death_watch_) death_watch_->remove(death_key(c.slot, c.incarnation));
   close_worker_fds(c);
   cancel_timer(c.ready_timer);
   cancel_timer(c.kill_timer);
@@ -1121,12 +1239,12 @@ void Runtime::reap_worker(Child& c) {
   } else if (c.ready_timed_out) {
     r.kind = ExitInfo::Kind::ready_timeout;
     r.number = static_cast<int>(c.spec.start_timeout.count());
-  } else if (si.si_code == CLD_KILLED || si.si_code == CLD_DUMPED) {
+  } else if (st.signaled) {
     r.kind = ExitInfo::Kind::signal;
-    r.number = si.si_status;
-    r.core_dumped = si.si_code == CLD_DUMPED;
+    r.number = st.number;
+    r.core_dumped = st.core_dumped;
     r.message = c.stop_note;
-  } else if (si.si_status == 0) {
+  } else if (st.number == 0) {
     r.kind = (c.stop_requested || (c.report && c.report->kind == ExitInfo::Kind::shutdown))
                  ? ExitInfo::Kind::shutdown
                  : ExitInfo::Kind::normal;
@@ -1135,7 +1253,7 @@ void Runtime::reap_worker(Child& c) {
     r = *c.report;
   } else {
     r.kind = ExitInfo::Kind::exit_code;
-    r.number = si.si_status;
+    r.number = st.number;
   }
   c.live = false;
   c.running = false;
@@ -1544,6 +1662,7 @@ void Runtime::reap_strays() {
   };
   collect(root_);
   for (auto& [b, z] : zygotes_) known.push_back(z->pid());
+  for (auto& [fd, corpse] : corpses_) known.push_back(corpse.pid);
   while (in >> pid) {
     if (std::find(known.begin(), known.end(), pid) != known.end()) continue;
     int status = 0;

@@ -185,7 +185,18 @@ class Runtime {
 
   // epoll registration: what an fd is.
   struct Watch {
-    enum class Type { signal, pidfd, control, output, attach, client, zygote, hook } type;
+    enum class Type {
+      signal,
+      pidfd,
+      control,
+      output,
+      attach,
+      client,
+      zygote,
+      hook,
+      death,   // DeathWatch notices
+      corpse,  // a worker declared dead early, not reaped yet
+    } type;
     Child* child = nullptr;
     Endpoint* endpoint = nullptr;  // for client
   };
@@ -218,6 +229,16 @@ class Runtime {
   void start_worker(Child& c);
   void stop_worker(Child& c);
   void reap_worker(Child& c);
+  // Everything that follows a worker's death, once it is certain: its last
+  // report and output are read, DOWN goes out, the tree reacts.  `pid` is the
+  // process that died, `st` how.
+  void finish_worker(Child& c, pid_t pid, const ipc::ExitStatus& st);
+  // DeathWatch says a worker started to exit: it is finished now, while the
+  // kernel still tears it down; its pidfd becomes a corpse, reaped later.
+  void on_death_notices();
+  void reap_corpse(int fd);
+  // Supervisor exit: every corpse is reaped (they were SIGKILLed; bounded wait).
+  void reap_corpses();
   void on_control_readable(Child& c);
   void on_output_readable(Child& c, int fd);
   void kill_group(Child& c, int sig);
@@ -308,6 +329,16 @@ class Runtime {
   std::vector<std::uint32_t> free_slots_;
   std::map<std::uint32_t, std::uint32_t> slot_incarnation_;
   Node root_;
+  // Early death notices (ipc/liveness.hpp); declared after the tree, so it is
+  // destroyed (its threads joined) before the segments its cells live in.
+  std::optional<ipc::DeathWatch> death_watch_;
+  struct Corpse {
+    pid_t pid = 0;
+    ipc::UniqueFd pidfd;
+    std::string path;
+    ipc::ExitStatus early;  // what the notice said
+  };
+  std::map<int, Corpse> corpses_;  // by pidfd
   bool done_ = false;
   int exit_code_ = 0;
   TimePoint started_{Clock::now()};
