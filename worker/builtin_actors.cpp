@@ -126,6 +126,10 @@ class Crasher : public Actor {
   void init(Value::Reader args) override {
     mode_ = std::string(map_get_text(args, "mode").value_or("segv"));
     code_ = static_cast<int>(map_get_int(args, "code").value_or(3));
+    // Memory to tear down when it dies, as a big worker has: ballast_mb MiB,
+    // touched so that it is really mapped.
+    const auto ballast = static_cast<std::size_t>(map_get_int(args, "ballast_mb").value_or(0));
+    if (ballast > 0 && ballast <= 4096) ballast_.assign(ballast << 20, std::byte{1});
     if (map_get_text(args, "on").value_or("usr1") == "init") crash();
   }
   void handle_info(const Message& msg) override {
@@ -155,6 +159,7 @@ class Crasher : public Actor {
   }
   std::string mode_;
   int code_ = 3;
+  std::vector<std::byte> ballast_;
 };
 
 class Stubborn : public Actor {

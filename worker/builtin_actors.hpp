@@ -6,7 +6,8 @@
 //   counter   cast inc | (add, n); call get -> count; terminate logs the count
 //   crasher   on info `usr1` (SIGUSR1) or call `crash` fails as args.mode says:
 //             "segv" (null dereference), "throw" (std::runtime_error),
-//             "abort", "exit" (args.code); args.on = "init" fails in init
+//             "abort", "exit" (args.code); args.on = "init" fails in init;
+//             args.ballast_mb holds that much touched memory (a big worker)
 //   stubborn  ignores SIGTERM and its terminate() blocks for args.terminate_ms
 //             (default: forever): for shutdown-timeout tests
 //   slow      init sleeps args.init_ms: for ready-timeout tests
