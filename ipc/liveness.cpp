@@ -21,55 +21,89 @@ namespace bulkhead::ipc {
 namespace {
 
 constexpr std::uint32_t kPfExiting = 0x00000004;  // PF_EXITING in a task's flags
-constexpr std::size_t kSentinelStack = 128 * 1024;
 
-// The kernel finds the futex word at (list entry + futex_offset): the entry
-// is the cell's link field, the word sits before it in the same cell.
-constexpr long kFutexOffset = static_cast<long>(offsetof(LivenessCell, word)) -
-                              static_cast<long>(offsetof(LivenessCell, link));
+#if defined(__GLIBC__) && defined(__PTHREAD_MUTEX_HAVE_PREV) && __PTHREAD_MUTEX_HAVE_PREV
+// glibc's robust mutex node: &mutex.__data.__list.__next, with the
+// predecessor's node at &mutex.__data.__list.__prev; the lock word is
+// futex_offset bytes from the node.  The cell mirrors a mutex's layout.
+using Mutex = __pthread_mutex_s;
+using List = __pthread_list_t;
+constexpr std::size_t kNodeAt = offsetof(Mutex, __list) + offsetof(List, __next);
+constexpr std::size_t kPrevAt = offsetof(Mutex, __list) + offsetof(List, __prev);
+constexpr long kFutexOffset =
+    static_cast<long>(offsetof(Mutex, __lock)) - static_cast<long>(kNodeAt);
+static_assert(offsetof(Mutex, __lock) == offsetof(LivenessCell, word));
+static_assert(offsetof(Mutex, __list) + sizeof(List) <= sizeof(LivenessCell));
+constexpr std::size_t kQueueAdjust = offsetof(List, __next);  // node -> its List
 
-long futex_wake_shared(std::atomic<std::uint32_t>* word) {
-  return ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, INT_MAX, nullptr,
-                   nullptr, 0);
+std::byte* node_of(LivenessCell* cell) {
+  return reinterpret_cast<std::byte*>(cell) + kNodeAt;
+}
+void*& next_of(std::byte* node) {
+  return *reinterpret_cast<void**>(node);
+}
+void*& prev_of(std::byte* node) {  // a node's prev field, glibc's __prev
+  return *reinterpret_cast<void**>(node - kQueueAdjust + offsetof(List, __prev));
+}
+std::byte* untag(void* p) {  // glibc marks PI mutexes with bit 0 of the link
+  return reinterpret_cast<std::byte*>(reinterpret_cast<std::uintptr_t>(p) & ~std::uintptr_t{1});
 }
 
-void* sentinel_main(void* arg) {
-  auto* cell = static_cast<LivenessCell*>(arg);
-  // The list head lives on this stack, which lives as long as the process:
-  // this function never returns once the list is registered.
-  robust_list_head head{};
-  head.list.next = reinterpret_cast<robust_list*>(&cell->link);
-  head.futex_offset = kFutexOffset;
-  head.list_op_pending = nullptr;
-  // One entry, whose next is the head again: the list is circular.
-  std::atomic_ref<std::uint64_t>(cell->link)
-      .store(reinterpret_cast<std::uint64_t>(&head.list), std::memory_order_relaxed);
-  if (::syscall(SYS_set_robust_list, &head, sizeof head) != 0) return nullptr;
-  const auto tid = static_cast<std::uint32_t>(::gettid());
-  cell->word.store((tid & FUTEX_TID_MASK) | FUTEX_WAITERS, std::memory_order_release);
-  futex_wake_shared(&cell->word);  // the parent's watcher waits for the word to leave 0
-  for (;;) ::pause();              // every signal blocked: only the process's death ends this
+robust_list_head* registered_head() {
+  robust_list_head* head = nullptr;
+  std::size_t len = 0;
+  if (::syscall(SYS_get_robust_list, 0, &head, &len) != 0) return nullptr;
+  if (head == nullptr || len != sizeof(robust_list_head)) return nullptr;
+  return head;
 }
+#endif
 
 }  // namespace
 
 int arm_death_notice(LivenessCell* cell) noexcept {
   if (cell == nullptr) return EINVAL;
-  pthread_attr_t attr;
-  if (int e = ::pthread_attr_init(&attr); e != 0) return e;
-  (void)::pthread_attr_setstacksize(&attr, kSentinelStack);
-  (void)::pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  // The sentinel must never take a signal meant for the worker: it is born
-  // with every signal blocked.
-  sigset_t all, old;
-  ::sigfillset(&all);
-  ::pthread_sigmask(SIG_SETMASK, &all, &old);
-  pthread_t t;
-  int e = ::pthread_create(&t, &attr, sentinel_main, cell);
-  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  ::pthread_attr_destroy(&attr);
-  if (e == 0) (void)::pthread_setname_np(t, "bh-liveness");
-  return e;
+#if defined(__GLIBC__) && defined(__PTHREAD_MUTEX_HAVE_PREV) && __PTHREAD_MUTEX_HAVE_PREV
+  robust_list_head* head = registered_head();
+  if (head == nullptr || head->futex_offset != kFutexOffset) return ENOTSUP;
+  std::byte* const node = node_of(cell);
+  auto* const head_node = reinterpret_cast<std::byte*>(&head->list);
+  // Insert at the front, as glibc's ENQUEUE_MUTEX does: the old first node
+  // (or the head itself: glibc keeps a prev slot before its head too) gets
+  // us as its predecessor.
+  void* const first = head->list.next;
+  const auto tid = static_cast<std::uint32_t>(::gettid()) & FUTEX_TID_MASK;
+  cell->word.store(tid | FUTEX_WAITERS, std::memory_order_release);
+  prev_of(untag(first)) = node;
+  prev_of(node) = head_node;
+  next_of(node) = first;
+  std::atomic_signal_fence(std::memory_order_seq_cst);  // linked before it is reachable
+  head->list.next = reinterpret_cast<robust_list*>(node);
+  // The parent's watcher waits for the word to leave 0.
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&cell->word), FUTEX_WAKE, INT_MAX, nullptr,
+            nullptr, 0);
+  return 0;
+#else
+  return ENOTSUP;
+#endif
+}
+
+void disarm_death_notice(LivenessCell* cell) noexcept {
+  if (cell == nullptr) return;
+#if defined(__GLIBC__) && defined(__PTHREAD_MUTEX_HAVE_PREV) && __PTHREAD_MUTEX_HAVE_PREV
+  if ((cell->word.load(std::memory_order_relaxed) & FUTEX_TID_MASK) !=
+      (static_cast<std::uint32_t>(::gettid()) & FUTEX_TID_MASK)) {
+    return;  // not armed by this thread
+  }
+  std::byte* const node = node_of(cell);
+  // glibc's DEQUEUE_MUTEX: the neighbours point past us.
+  void* const next = next_of(node);
+  void* const prev = prev_of(node);
+  prev_of(untag(next)) = prev;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  next_of(untag(prev)) = next;
+  // The word keeps its armed value: no longer linked, the kernel leaves it
+  // alone, and the parent's watcher sees no change (the pidfd tells it).
+#endif
 }
 
 std::optional<ExitStatus> exiting_status(pid_t pid) {

@@ -14,28 +14,32 @@
 // whose futex word holds the thread's TID it sets FUTEX_OWNER_DIED and wakes
 // one waiter (a shared futex wake, so a waiter in another process mapping
 // the same memory).  So:
-//   worker  arm_death_notice(cell): starts a sentinel thread that registers a
-//           robust list with one entry, the cell in shared memory, writes
-//           its TID | FUTEX_WAITERS into the cell's word, and sleeps with
-//           every signal blocked until the process dies.  The sentinel never
-//           exits on its own: when its entry fires, the whole process is
-//           exiting (a fatal signal, exit_group, or an exec).
+//   worker  arm_death_notice(cell), on the thread that serves the worker,
+//           writes its TID | FUTEX_WAITERS into the cell's word (in shared
+//           memory) and links the cell into that thread's robust list;
+//           disarm_death_notice(cell) unlinks it before the memory goes.
 //   parent  DeathWatch waits on many cells at once (futex_waitv, in its own
 //           threads) and reports each cell whose word changed; then
-//           exiting_status() confirms from /proc that the thread is exiting
-//           and reads its exit status (the one waitid will give).
-// Why a thread of its own and not the main thread: a thread has one robust
-// list, and glibc already registers one per thread for robust pthread
-// mutexes; taking over the main thread's would silently break those for the
-// program that embeds the worker.  The sentinel locks no mutexes, so its
-// list is free.
+//           exiting_status() confirms from /proc that the process is
+//           exiting and reads its exit status (the one waitid will give).
+// The robust list is glibc's: the kernel keeps one list per thread, and
+// glibc has registered it for robust pthread mutexes.  The cell joins it as
+// one more node, laid out as glibc lays out a robust mutex (the word where a
+// mutex has its lock word, the links where a mutex has __list), so glibc's
+// own insertions and removals around it keep working and robust mutexes of
+// the program that embeds the worker keep their owner-death semantics.  The
+// layout comes from glibc's public pthread_mutex_t, and arm checks it
+// against the futex_offset glibc registered; on any mismatch it declines.
+// (A first version used a sentinel thread with a list of its own: every
+// worker then had two threads to kill, which cost ~0.1-0.3 ms per restart.)
 //
 // Cell states (the word): 0 not armed (the parent writes 0 before each
-// incarnation) -> TID | FUTEX_WAITERS armed -> FUTEX_OWNER_DIED set: dying.
+// incarnation) -> TID | FUTEX_WAITERS armed -> FUTEX_WAITERS |
+// FUTEX_OWNER_DIED (the kernel clears the TID): dying.
 // Trust: the child may scribble on its cell.  The worst it gets is a notice
-// that exiting_status() rejects (the thread is not exiting), or none (then
+// that exiting_status() rejects (the process is not exiting), or none (then
 // the parent learns of the death from the pidfd as before).  The parent
-// never reads the cell's link field, which holds the child's own pointers.
+// never reads the cell's links, which hold the child's own pointers.
 #pragma once
 
 #include <sys/types.h>
@@ -53,19 +57,20 @@
 namespace bulkhead::ipc {
 
 struct alignas(64) LivenessCell {
-  std::atomic<std::uint32_t> word;  // 0, TID|FUTEX_WAITERS, or |FUTEX_OWNER_DIED
-  std::uint32_t reserved0;
-  std::uint64_t link;  // the child's robust-list link: its pointers, never read by the parent
-  std::uint8_t reserved1[48];
+  std::atomic<std::uint32_t> word;  // 0, TID|FUTEX_WAITERS, or WAITERS|OWNER_DIED
+  std::uint8_t links[60];           // the child's robust-list node: its pointers
 };
 static_assert(sizeof(LivenessCell) == 64);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 
-// Child side: starts the sentinel thread for `cell` (mapped shared) in this
-// process.  Call after the last fork (threads do not survive fork), at most
-// once per process.  Returns 0, or an errno value if it could not (then the
-// parent just gets no early notice).
+// Child side: links `cell` (mapped shared) into the calling thread's robust
+// list; from then on that thread's exit (the process's, for the thread that
+// serves the worker) is noticed.  Returns 0, or an errno value if it could
+// not (ENOTSUP: not glibc's layout); then the parent gets no early notice.
 int arm_death_notice(LivenessCell* cell) noexcept;
+// Unlinks it again (same thread), before the cell's memory is unmapped; the
+// word keeps its value, so the parent sees no notice for this.
+void disarm_death_notice(LivenessCell* cell) noexcept;
 
 // How a process ended, in waitid's terms.
 struct ExitStatus {

@@ -238,6 +238,14 @@ class Dispatcher {
     }
     g_doorbell = node->waiter().word();
     install_signal_handlers();
+    // From now on the supervisor hears of this process's death when it
+    // starts, not after the kernel has freed its memory (ipc/liveness.hpp).
+    // Declined (not glibc's layout): it hears of it from the pidfd as before.
+    (void)ipc::arm_death_notice(liveness_);
+    struct Disarm {  // before the node unmaps the cell, however serve() ends
+      ipc::LivenessCell* cell;
+      ~Disarm() { ipc::disarm_death_notice(cell); }
+    } disarm{liveness_};
     int code = serve(*node);
     // The handlers ring the doorbell on the bell board, which the node
     // unmaps when it goes: no signal handler may run from here on.
@@ -253,12 +261,6 @@ class Dispatcher {
     if (int code = start_actors(node, *start); code >= 0) return code;
     node.set_actors(&actors_);
     report_ready(control_fd_);
-    // From now on the supervisor hears of this process's death when it
-    // starts, not after the kernel has freed its memory (ipc/liveness.hpp).
-    // After the ready report: the thread's start costs the restart nothing.
-    if (int e = ipc::arm_death_notice(liveness_); e != 0) {
-      std::fprintf(stderr, "bulkhead-worker: no early death notice: %s\n", std::strerror(e));
-    }
     for (;;) {
       if (hooks_.before_wait) hooks_.before_wait();
       node.wait(std::nullopt);

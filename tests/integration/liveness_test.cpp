@@ -1,10 +1,12 @@
-// Death notices between real processes (ipc/liveness.hpp): a child arms a
-// cell in shared memory, the parent's DeathWatch hears the kernel release it
-// when the child dies, and exiting_status() reads how it died.
+// Death notices between real processes (ipc/liveness.hpp): a child links a
+// cell in shared memory into its robust list, the parent's DeathWatch hears
+// the kernel release it when the child dies, and exiting_status() reads how
+// it died.  glibc's robust mutexes must keep working around the cell.
 #include "ipc/liveness.hpp"
 
 #include <linux/futex.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -13,6 +15,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -89,21 +92,106 @@ std::optional<ipc::ExitStatus> status_soon(pid_t pid) {
   return std::nullopt;
 }
 
-TEST(Liveness, TheSentinelArmsTheCellWithItsOwnThreadId) {
+TEST(Liveness, ArmingWritesTheCallingThreadsId) {
   Cells cells(1);
   ChildProcess child = armed_child(cells[0]);
   ASSERT_TRUE(wait_armed(cells[0]));
   const std::uint32_t word = cells[0]->word.load();
   EXPECT_EQ(word & FUTEX_WAITERS, FUTEX_WAITERS);
   EXPECT_EQ(word & FUTEX_OWNER_DIED, 0u);
-  const auto tid = static_cast<pid_t>(word & FUTEX_TID_MASK);
-  EXPECT_NE(tid, child.pid()) << "the sentinel is a thread of its own, not the main thread";
-  EXPECT_EQ(
-      ::access(("/proc/" + std::to_string(child.pid()) + "/task/" + std::to_string(tid)).c_str(),
-               F_OK),
-      0)
-      << "the armed TID is a thread of the child";
+  EXPECT_EQ(static_cast<pid_t>(word & FUTEX_TID_MASK), child.pid()) << "its main thread";
   EXPECT_FALSE(ipc::exiting_status(child.pid())) << "a live process is not exiting";
+}
+
+// A robust, process-shared mutex in shared memory.
+struct SharedMutex {
+  pthread_mutex_t m;
+  void init() {
+    pthread_mutexattr_t a;
+    ::pthread_mutexattr_init(&a);
+    ::pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    ::pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    ::pthread_mutex_init(&m, &a);
+    ::pthread_mutexattr_destroy(&a);
+  }
+};
+
+SharedMutex* shared_mutexes() {
+  void* mem = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) ipc::throw_sys("mmap");
+  auto* mx = static_cast<SharedMutex*>(mem);
+  for (int i = 0; i < 4; ++i) mx[i].init();
+  return mx;
+}
+
+TEST(Liveness, GlibcRobustMutexesKeepWorkingAroundTheCell) {
+  // The cell is one more node in glibc's robust list: mutexes locked before
+  // and after it, unlocked in any order, and one held at death must all
+  // still behave, and the cell must still fire.
+  Cells cells(1);
+  SharedMutex* mx = shared_mutexes();
+  int go[2];
+  ASSERT_EQ(::pipe(go), 0);
+  ChildProcess child = ChildProcess::spawn([&]() -> int {
+    if (::pthread_mutex_lock(&mx[0].m) != 0) return 102;  // before the cell
+    if (ipc::arm_death_notice(cells[0]) != 0) return 101;
+    if (::pthread_mutex_lock(&mx[1].m) != 0) return 103;  // after it
+    if (::pthread_mutex_lock(&mx[2].m) != 0) return 104;
+    if (::pthread_mutex_unlock(&mx[1].m) != 0) return 105;  // a neighbour leaves
+    if (::pthread_mutex_unlock(&mx[0].m) != 0) return 106;  // the one behind the cell
+    if (::pthread_mutex_lock(&mx[3].m) != 0) return 107;
+    if (::pthread_mutex_unlock(&mx[2].m) != 0) return 108;
+    char c = 0;
+    (void)::read(go[0], &c, 1);  // holding mx[3] only
+    for (;;) ::pause();
+  });
+  ASSERT_TRUE(wait_armed(cells[0]));
+  DeathWatch watch;
+  watch.add(3, cells[0]);
+  ASSERT_EQ(::write(go[1], "x", 1), 1);
+  std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(::kill(child.pid(), 0), 0) << "the child failed a mutex step";
+  child.kill(SIGKILL);
+  auto notices = wait_notices(watch, 5000ms);
+  ASSERT_EQ(notices.size(), 1u) << "the cell still fired";
+  const int ws = child.wait();
+  ASSERT_TRUE(WIFSIGNALED(ws)) << testing::describe_status(ws);
+  EXPECT_EQ(::pthread_mutex_lock(&mx[3].m), EOWNERDEAD) << "glibc's own node fired too";
+  ::pthread_mutex_consistent(&mx[3].m);
+  ::pthread_mutex_unlock(&mx[3].m);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(::pthread_mutex_trylock(&mx[i].m), 0) << "mutex " << i << " was released";
+    ::pthread_mutex_unlock(&mx[i].m);
+  }
+  ::munmap(mx, 4096);
+  ::close(go[0]);
+  ::close(go[1]);
+}
+
+TEST(Liveness, ADisarmedCellStaysQuietAndItsMemoryMayGo) {
+  Cells cells(1);
+  SharedMutex* mx = shared_mutexes();
+  ChildProcess child = ChildProcess::spawn([&]() -> int {
+    if (ipc::arm_death_notice(cells[0]) != 0) return 101;
+    ipc::disarm_death_notice(cells[0]);
+    // The cell's memory may go now: glibc must not touch it again.
+    ::munmap(cells[0], sizeof(LivenessCell));
+    if (::pthread_mutex_lock(&mx[0].m) != 0) return 102;
+    if (::pthread_mutex_unlock(&mx[0].m) != 0) return 103;
+    if (::pthread_mutex_lock(&mx[0].m) != 0) return 104;  // held at death
+    for (;;) ::pause();
+  });
+  ASSERT_TRUE(wait_armed(cells[0]));
+  DeathWatch watch;
+  watch.add(4, cells[0]);
+  std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(::kill(child.pid(), 0), 0) << "the child failed a step";
+  child.kill(SIGKILL);
+  const int ws = child.wait();
+  EXPECT_TRUE(WIFSIGNALED(ws)) << testing::describe_status(ws);
+  EXPECT_TRUE(wait_notices(watch, 100ms).empty()) << "a disarmed cell gives no notice";
+  EXPECT_EQ(::pthread_mutex_lock(&mx[0].m), EOWNERDEAD) << "glibc's list survived the disarm";
+  ::munmap(mx, 4096);
 }
 
 TEST(Liveness, ASigkilledChildIsNoticedWithItsSignal) {

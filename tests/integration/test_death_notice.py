@@ -4,7 +4,6 @@ kernel has freed its memory; exit reasons are the same as from waitid, and
 the corpse is still reaped."""
 
 import signal
-import time
 
 import pytest
 
@@ -50,7 +49,6 @@ def test_a_sigkilled_worker_is_finished_on_its_death_notice(sup):
     sup.start(tree(crasher("segv", ballast_mb=BALLAST)), extra_args=("--log-level", "debug"))
     killed = []
     for _ in range(3):
-        time.sleep(0.05)  # the sentinel arms just after the ready report
         mark = sup.mark()
         pid = sup.kill_child("root/w")
         killed.append(pid)
@@ -66,7 +64,6 @@ def test_a_sigkilled_worker_is_finished_on_its_death_notice(sup):
 @pytest.mark.parametrize("mode,reason", CASES, ids=[m for m, _ in CASES])
 def test_every_exit_kind_keeps_its_reason_through_the_notice(sup, mode, reason):
     sup.start(tree(crasher(mode, ballast_mb=BALLAST)), extra_args=("--log-level", "debug"))
-    time.sleep(0.05)  # the sentinel arms just after the ready report
     mark = sup.mark()
     pid = sup.kill_child("root/w", signal.SIGUSR1)
     exited = sup.wait_event(ev("exited", "root/w"), since=mark)
