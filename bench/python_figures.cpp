@@ -13,6 +13,10 @@
 //                        ahead of time with the modules imported, takes
 //                        over), from the supervisor's events; 20 ms between
 //                        restarts
+//   py_restart_ready_pidfd  the same with the supervisor's early death
+//                        notices off (BULKHEAD_DEATH_NOTICE=0): it learns of
+//                        the death from the pidfd, after the kernel has torn
+//                        the old worker down
 //   py_cold_start_ready  the same with `zygote = false`: exec, a fresh
 //                        interpreter, the imports
 // The actors are bench/python/bench_actors.py.
@@ -106,8 +110,8 @@ Result py_cast_throughput(const RunConfig& cfg) {
   return summarize_rates(rates);
 }
 
-Result py_restart(const RunConfig& cfg, bool zygote) {
-  SupervisorProcess sup(py_tree(zygote));
+Result py_restart(const RunConfig& cfg, bool zygote, bool death_notice = true) {
+  SupervisorProcess sup(py_tree(zygote), false, death_notice);
   sup.wait_for([](const Event& e) { return e.name == "tree_started"; });
   const int n = zygote ? cfg.pick(200, 40) : cfg.pick(30, 8);
   const int warm = zygote ? 10 : 2;
@@ -124,7 +128,9 @@ Result py_restart(const RunConfig& cfg, bool zygote) {
     long long ready = phases.wait(sup, "root/callee", pid, t0_ns, i >= warm);
     if (i >= warm) s.add(ready - t0_ns);
   }
-  phases.print(zygote ? "py_restart_ready" : "py_cold_start_ready");
+  phases.print(!zygote        ? "py_cold_start_ready"
+               : death_notice ? "py_restart_ready"
+                              : "py_restart_ready_pidfd");
   return s.summarize();
 }
 
@@ -157,10 +163,14 @@ void add_python_figures(Catalog& c) {
       {"py_cast_throughput", "casts between two Python actors in two workers", py_cast_throughput});
   c.figures.push_back({"py_restart_ready", "SIGKILL of a Python child to ready (zygote fork)",
                        [](const RunConfig& cfg) -> Result { return py_restart(cfg, true); }});
+  c.figures.push_back(
+      {"py_restart_ready_pidfd", "the same, death notices off: the supervisor waits for the pidfd",
+       [](const RunConfig& cfg) -> Result { return py_restart(cfg, true, false); }});
   c.figures.push_back({"py_cold_start_ready", "the same without zygote: exec, fresh interpreter",
                        [](const RunConfig& cfg) -> Result { return py_restart(cfg, false); }});
   c.ratios.push_back({"py_call_rtt_hot", "mp_pipe_rtt"});
   c.ratios.push_back({"py_restart_ready", "py_cold_start_ready"});
+  c.ratios.push_back({"py_restart_ready", "py_restart_ready_pidfd"});
   c.targets.push_back({"py_call_rtt_hot", "", Target::Op::at_most, 5000, "<= 5 us"});
   c.targets.push_back(
       {"py_call_rtt_hot", "mp_pipe_rtt", Target::Op::at_most, 1.0 / 7.0, "<= 1/7 mp_pipe_rtt"});

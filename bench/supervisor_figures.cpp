@@ -3,6 +3,8 @@
 //   restart_ready_cpp   SIGKILL of a one_for_one C++ child -> its new worker
 //                       reported ready (the supervisor's `ready` event's
 //                       CLOCK_MONOTONIC stamp minus the time just before kill)
+//   restart_ready_cpp_pidfd  the same with early death notices off
+//                       (BULKHEAD_DEATH_NOTICE=0): the death is seen from the pidfd
 //   spawn_ready_cpp     baseline: a fresh fork+exec of the same (static) stock
 //                       worker by the supervisor's own spawn code, to its
 //                       ready message, with no supervisor in between
@@ -66,8 +68,8 @@ std::string one_child_tree() {
          "[[root.children]]\nid = \"w\"\nactors = [{ type = \"echo\" }]\n";
 }
 
-Result restart_ready_cpp(const RunConfig& cfg) {
-  SupervisorProcess sup(one_child_tree());
+Result restart_ready_cpp(const RunConfig& cfg, bool death_notice) {
+  SupervisorProcess sup(one_child_tree(), false, death_notice);
   sup.wait_for([](const Event& e) { return e.name == "tree_started"; });
   const int n = cfg.pick(300, 60);
   LatencySamples s(static_cast<std::size_t>(n));
@@ -82,7 +84,7 @@ Result restart_ready_cpp(const RunConfig& cfg) {
     long long ready = phases.wait(sup, "root/w", pid, t0_ns, i >= 10);
     if (i >= 10) s.add(ready - t0_ns);
   }
-  phases.print("restart_ready_cpp");
+  phases.print(death_notice ? "restart_ready_cpp" : "restart_ready_cpp_pidfd");
   return s.summarize();
 }
 
@@ -302,7 +304,10 @@ void add_supervisor_figures(Catalog& c) {
        }});
   c.figures.push_back({"restart_ready_cpp",
                        "SIGKILL of a one_for_one C++ child to its new worker ready",
-                       restart_ready_cpp});
+                       [](const RunConfig& cfg) { return restart_ready_cpp(cfg, true); }});
+  c.figures.push_back({"restart_ready_cpp_pidfd",
+                       "the same, death notices off: the supervisor waits for the pidfd",
+                       [](const RunConfig& cfg) { return restart_ready_cpp(cfg, false); }});
   // One run of the 200-children tree gives both numbers.
   auto shared = std::make_shared<std::optional<TwoHundred>>();
   c.figures.push_back({"supervisor_rss_200_kib", "supervisor resident set with 200 children (KiB)",
@@ -317,6 +322,7 @@ void add_supervisor_figures(Catalog& c) {
                          return Value{(*shared)->cpu_us_per_restart};
                        }});
   c.ratios.push_back({"restart_ready_cpp", "spawn_ready_cpp"});
+  c.ratios.push_back({"restart_ready_cpp", "restart_ready_cpp_pidfd"});
   c.ratios.push_back({"spawn_ready_cpp_dynamic", "spawn_ready_cpp"});
   c.targets.push_back({"restart_ready_cpp", "", Target::Op::at_most, 1e6, "<= 1 ms"});
 

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -55,7 +56,10 @@ inline std::string field(const std::string& line, const std::string& key) {
 // A running bulkhead-supervisor and the tail of its event log.
 class SupervisorProcess {
  public:
-  explicit SupervisorProcess(const std::string& tree_toml, bool with_socket = false) {
+  // `death_notice = false` runs the supervisor with BULKHEAD_DEATH_NOTICE=0:
+  // it learns of deaths from the pidfd only (the baseline for the restarts).
+  explicit SupervisorProcess(const std::string& tree_toml, bool with_socket = false,
+                             bool death_notice = true) {
     char tmpl[] = "/tmp/bulkhead-bench-XXXXXX";
     if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
     dir_ = tmpl;
@@ -64,6 +68,14 @@ class SupervisorProcess {
     std::string tree = (dir_ / "tree.toml").string();
     std::string events = (dir_ / "events.jsonl").string();
     std::string log = (dir_ / "supervisor.log").string();
+    std::vector<std::string> env_text;
+    for (char** e = environ; *e != nullptr; ++e) {
+      if (std::strncmp(*e, "BULKHEAD_DEATH_NOTICE=", 22) != 0) env_text.emplace_back(*e);
+    }
+    if (!death_notice) env_text.emplace_back("BULKHEAD_DEATH_NOTICE=0");
+    std::vector<char*> envp;
+    for (auto& e : env_text) envp.push_back(e.data());
+    envp.push_back(nullptr);
     pid_ = ::fork();
     if (pid_ < 0) throw std::runtime_error("fork failed");
     if (pid_ == 0) {
@@ -72,9 +84,10 @@ class SupervisorProcess {
       ::dup2(fd, 2);
       ::dup2(fd, 1);
       std::string sock = with_socket ? (dir_ / "s.sock").string() : std::string("none");
-      ::execl(sup.c_str(), sup.c_str(), tree.c_str(), "--events", events.c_str(), "--log-level",
-              "warn", "--socket", sock.c_str(), "--control-socket", "none",
-              static_cast<char*>(nullptr));
+      const char* argv[] = {sup.c_str(),        tree.c_str(), "--events", events.c_str(),
+                            "--log-level",      "warn",       "--socket", sock.c_str(),
+                            "--control-socket", "none",       nullptr};
+      ::execve(sup.c_str(), const_cast<char* const*>(argv), envp.data());
       ::_exit(127);
     }
     events_path_ = events;
