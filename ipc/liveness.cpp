@@ -29,7 +29,6 @@ constexpr std::uint32_t kPfExiting = 0x00000004;  // PF_EXITING in a task's flag
 using Mutex = __pthread_mutex_s;
 using List = __pthread_list_t;
 constexpr std::size_t kNodeAt = offsetof(Mutex, __list) + offsetof(List, __next);
-constexpr std::size_t kPrevAt = offsetof(Mutex, __list) + offsetof(List, __prev);
 constexpr long kFutexOffset =
     static_cast<long>(offsetof(Mutex, __lock)) - static_cast<long>(kNodeAt);
 static_assert(offsetof(Mutex, __lock) == offsetof(LivenessCell, word));

@@ -254,8 +254,10 @@ TEST(RingProcess, ProducerWaitingForRoomWakesWhenTheConsumerReleasesAndThenPause
   ipc::RingConsumer c(f.ring_mem(), "wake");
   ipc::Frame fr;
   ASSERT_EQ(c.try_peek(fr), PopStatus::ok);
-  c.release();  // room for exactly one frame; then we stop reading
+  // Read before the release: the woken producer may push at once (under
+  // load it did, and the old order then waited for a second push).
   const std::uint64_t tail = ctl->tail.load();
+  c.release();  // room for exactly one frame; then we stop reading
   const auto until = Clock::now() + 2s;
   while (ctl->tail.load() == tail && Clock::now() < until) std::this_thread::sleep_for(1ms);
   EXPECT_EQ(ctl->tail.load(), tail + 64) << "the producer slept on with room for its frame";
