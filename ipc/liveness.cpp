@@ -251,6 +251,7 @@ void DeathWatch::run(Shard& s) {
   ::sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, nullptr);
   (void)::pthread_setname_np(::pthread_self(), "bh-deathwatch");
+  (void)request_slice(kShortSlice);  // see sys.hpp: it must not queue behind the dying
   std::vector<struct futex_waitv> waiters;
   waiters.reserve(kPerThread + 1);
   for (;;) {

@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <sched.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -84,6 +86,25 @@ int futex_wake(std::atomic<std::uint32_t>* word, int n) noexcept {
   long r = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, n, nullptr,
                      nullptr, 0);
   return r < 0 ? 0 : static_cast<int>(r);
+}
+
+int request_slice(std::chrono::nanoseconds slice) noexcept {
+  struct {  // struct sched_attr, SCHED_ATTR_SIZE_VER0
+    std::uint32_t size;
+    std::uint32_t sched_policy;
+    std::uint64_t sched_flags;
+    std::int32_t sched_nice;
+    std::uint32_t sched_priority;
+    std::uint64_t sched_runtime;
+    std::uint64_t sched_deadline;
+    std::uint64_t sched_period;
+  } attr{};
+  attr.size = sizeof attr;
+  attr.sched_policy = SCHED_OTHER;
+  attr.sched_nice = ::getpriority(PRIO_PROCESS, 0);  // keep the thread's nice value
+  attr.sched_runtime = static_cast<std::uint64_t>(slice.count());
+  if (::syscall(SYS_sched_setattr, 0, &attr, 0) != 0) return errno;
+  return 0;
 }
 
 }  // namespace bulkhead::ipc

@@ -97,6 +97,16 @@ void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
 // Wakes up to `n` waiters.  Returns the number woken.
 int futex_wake(std::atomic<std::uint32_t>* word, int n) noexcept;
 
+// Asks the scheduler for a short time slice (EEVDF's per-task slice, Linux
+// 6.12+; unprivileged) for the calling thread: it then preempts a task with a
+// long slice when it wakes instead of queueing behind it.  A thread on the
+// restart path wants that: the killed worker's exit holds a CPU for up to
+// milliseconds in the kernel (tearing its memory down), and a woken thread
+// placed behind it otherwise waits that long.  0 restores the default.
+// Returns 0 or an errno value (older kernels accept it and ignore it).
+int request_slice(std::chrono::nanoseconds slice) noexcept;
+inline constexpr std::chrono::nanoseconds kShortSlice{100'000};  // the kernel's minimum
+
 // One CPU relaxation hint for spin loops.
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)

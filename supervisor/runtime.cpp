@@ -287,6 +287,9 @@ int Runtime::run() {
   if (!options_.socket_path.empty()) open_attach_socket();
   event("supervisor_started", nullptr,
         fmt::format(R"("pid":{},"socket":"{}")", ::getpid(), json_escape(options_.socket_path)));
+  // The event loop works in short bursts, and on the restart path it must not
+  // wait behind a dying worker's exit (ipc/sys.hpp).
+  (void)ipc::request_slice(ipc::kShortSlice);
   start_node(root_);
   std::array<epoll_event, 64> evs;
   while (!done_) {

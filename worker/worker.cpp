@@ -222,6 +222,22 @@ class ActorContext final : public Context {
 
 }  // namespace
 
+// Workers with less resident memory than this are not armed for early death
+// notices (see Dispatcher::run).
+constexpr long kDeathNoticeMinKib = 8 * 1024;
+
+// This process's resident set now, in KiB (0 if unknown).
+static long resident_kib() {
+  char buf[128] = {};
+  ipc::UniqueFd fd(::open("/proc/self/statm", O_RDONLY | O_CLOEXEC));
+  if (!fd) return 0;
+  const ssize_t n = ::read(fd.get(), buf, sizeof buf - 1);
+  if (n <= 0) return 0;
+  long size = 0, resident = 0;
+  if (std::sscanf(buf, "%ld %ld", &size, &resident) != 2) return 0;
+  return resident * (::sysconf(_SC_PAGESIZE) / 1024);
+}
+
 class Dispatcher {
  public:
   Dispatcher(const ActorRegistry& registry, const RunHooks& hooks, int control_fd)
@@ -238,10 +254,6 @@ class Dispatcher {
     }
     g_doorbell = node->waiter().word();
     install_signal_handlers();
-    // From now on the supervisor hears of this process's death when it
-    // starts, not after the kernel has freed its memory (ipc/liveness.hpp).
-    // Declined (not glibc's layout): it hears of it from the pidfd as before.
-    (void)ipc::arm_death_notice(liveness_);
     struct Disarm {  // before the node unmaps the cell, however serve() ends
       ipc::LivenessCell* cell;
       ~Disarm() { ipc::disarm_death_notice(cell); }
@@ -260,7 +272,20 @@ class Dispatcher {
     if (!start) return kExitBadHandover;
     if (int code = start_actors(node, *start); code >= 0) return code;
     node.set_actors(&actors_);
+    // From now on the supervisor hears of this process's death when it
+    // starts, not after the kernel has freed its memory (ipc/liveness.hpp).
+    // That pays off only when the freeing takes longer than the notice's own
+    // path (two thread wake-ups, ~0.2 ms): a small worker (the stock C++
+    // worker has ~2 MiB resident) is torn down sooner, and its restart would
+    // only overlap with that teardown.  So the actors start first (their
+    // memory counts).  Declined or not armed: the supervisor hears of the
+    // death from the pidfd, as before.
+    if (resident_kib() >= kDeathNoticeMinKib) (void)ipc::arm_death_notice(liveness_);
     report_ready(control_fd_);
+    // A worker forked by a zygote inherited its short slice (it got here
+    // without queueing behind the worker it replaces); the actors get the
+    // default one.
+    (void)ipc::request_slice(std::chrono::nanoseconds{0});
     for (;;) {
       if (hooks_.before_wait) hooks_.before_wait();
       node.wait(std::nullopt);
@@ -568,6 +593,10 @@ Spare make_spare(pid_t supervisor, const ActorRegistry& registry, const RunHooks
 // request only hands it the fds; the next spare is forked after the answer.
 int zygote_loop(const ActorRegistry& registry, const RunHooks& hooks) {
   const pid_t supervisor = ::getppid();
+  // On the restart path: a short slice, so that a request does not wait
+  // behind the dying worker's exit on this CPU (ipc/sys.hpp).  Its workers
+  // inherit it until they are ready.
+  (void)ipc::request_slice(ipc::kShortSlice);
   const int sock = kSegmentFd;
   ::signal(SIGCHLD, SIG_DFL);
   Spare spare;
