@@ -19,6 +19,7 @@
 // reservation still arrives, through the codec's heap path.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <stdexcept>
@@ -49,18 +50,23 @@ struct SmallMessage {
   std::int64_t value = 0;
 };
 
-// Builds `m` straight into a frame of `producer` and publishes it.
+// Builds `m` in private memory and publishes a copy of it on `producer`
+// (schema::send_message_copy: with the consumer polling the frame header,
+// building in place would bounce the frame's lines while it is written).
 inline ipc::PushStatus send_small(ipc::RingProducer& producer, FirstSegmentHint& hint,
                                   const SmallMessage& m) {
-  return schema::send_message(producer, schema::kEnvelopeFrame, hint.bytes(),
-                              [&](schema::FlatBuilder& b) {
-                                auto e = b.init_root<schema::Envelope>();
-                                e.setKind(m.kind);
-                                e.setCorrelationId(m.correlation_id);
-                                e.getPayload().initValue().setInt(m.value);
-                                // + the 8-byte segment table
-                                hint.saw((b.message().sizeInWords() + 1) * sizeof(capnp::word));
-                              });
+  alignas(8) std::byte scratch[1024];
+  return schema::send_message_copy(
+      producer, schema::kEnvelopeFrame,
+      std::span(scratch).first(std::min(hint.bytes(), sizeof scratch)),
+      [&](schema::FlatBuilder& b) {
+        auto e = b.init_root<schema::Envelope>();
+        e.setKind(m.kind);
+        e.setCorrelationId(m.correlation_id);
+        e.getPayload().initValue().setInt(m.value);
+        // + the 8-byte segment table
+        hint.saw((b.message().sizeInWords() + 1) * sizeof(capnp::word));
+      });
 }
 
 // Reads kind, correlation id and the int payload of a frame in place.

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <bit>
 #include <stdexcept>
 
@@ -83,7 +84,28 @@ RingProducer::RingProducer(std::span<std::byte> mem, std::string name, Doorbell*
   head_cache_ = ctl_->head.load(std::memory_order_acquire);
   if ((tail_ & (kFrameAlign - 1)) != 0) {
     mark_broken("tail", tail_);
-  } else if (tail_ - head_cache_ > capacity_ || (head_cache_ & (kFrameAlign - 1)) != 0) {
+    return;
+  }
+  // A predecessor killed between a frame's stamp and its store of `tail`
+  // published frames that `tail` does not count: step over them (the frame
+  // after the last one has its guard, kNoStamp).  At most one lap.
+  for (std::size_t walked = 0; walked < capacity_;) {
+    const std::size_t pos = tail_ & mask_;
+    if (stamp_at(data_ + pos).load(std::memory_order_acquire) != stamp_of(tail_)) break;
+    std::uint32_t lk[2];
+    std::memcpy(lk, data_ + pos + offsetof(FrameHeader, length), sizeof lk);
+    const std::size_t bytes =
+        lk[1] == kPadKind ? capacity_ - pos : frame_bytes(std::min<std::size_t>(lk[0], capacity_));
+    if ((lk[1] == kPadKind && lk[0] != capacity_ - pos - sizeof(FrameHeader)) ||
+        pos + bytes > capacity_) {
+      mark_broken("frame.length", lk[0]);
+      return;
+    }
+    tail_ += bytes;
+    walked += bytes;
+  }
+  ctl_->tail.store(tail_, std::memory_order_release);
+  if (tail_ - head_cache_ > capacity_ || (head_cache_ & (kFrameAlign - 1)) != 0) {
     mark_broken("head", head_cache_);
   }
 }
@@ -168,7 +190,6 @@ RingConsumer::RingConsumer(std::span<std::byte> mem, std::string name) {
   max_payload_ = capacity_ / 2 - sizeof(FrameHeader);
   fault_.segment = std::move(name);
   head_ = ctl_->head.load(std::memory_order_relaxed);
-  tail_cache_ = head_;
   if ((head_ & (kFrameAlign - 1)) != 0) mark_broken("head", head_);
 }
 
