@@ -113,9 +113,17 @@ class Waiter {
       sleep_streak_ = 0;
       ++stats_.probes;
     }
-    const auto spin_start = Clock::now();
-    auto spin_end = spin_start + (probe ? opts_.max_spin : spin_);
-    if (deadline && *deadline < spin_end) spin_end = *deadline;
+    // The clock is read only every 64 polls, and a wait that is not a probe
+    // starts its window at the first of those reads: most hot waits end
+    // before it, without a clock read (the window is at most 64 polls longer).
+    Clock::time_point spin_start{};
+    Clock::time_point spin_end{};
+    auto start_window = [&](Clock::time_point now) {
+      spin_start = now;
+      spin_end = now + (probe ? opts_.max_spin : spin_);
+      if (deadline && *deadline < spin_end) spin_end = *deadline;
+    };
+    if (probe) start_window(Clock::now());
     for (unsigned i = 1;; ++i) {
       cpu_relax();
       if (ready()) {
@@ -124,7 +132,11 @@ class Waiter {
         if (probe) probe_hit(Clock::now() - spin_start);
         return true;
       }
-      if ((i & 63) == 0 && Clock::now() >= spin_end) break;
+      if ((i & 63) == 0) {
+        const auto now = Clock::now();
+        if (i == 64 && !probe) start_window(now);
+        if (now >= spin_end) break;
+      }
     }
     if (probe) probe_every_ = std::min(probe_every_ * 2, kProbeEveryMax);
     // Phase 2: announce sleep, re-check, sleep.

@@ -586,15 +586,15 @@ CallResult Node::call(std::uint32_t from_actor, const Target& to, const PayloadF
     return out;
   }
   ++depth_;
-  for (;;) {
+  for (bool first = true;; first = false) {
     auto it = find_pending(corr);
     if (it->second.done) {
       out = std::move(it->second.result);
       pending_.erase(it);
       break;
     }
-    if (Clock::now() >= deadline) {
-      pending_.erase(it);  // a late reply finds no pending call and is dropped
+    if (!first && Clock::now() >= deadline) {  // `deadline` was read just now on the first pass
+      pending_.erase(it);                      // a late reply finds no pending call and is dropped
       out.error_ = CallError::timeout;
       out.text_ = fmt::format("no reply within {} ms", timeout.count());
       break;
@@ -792,7 +792,10 @@ std::size_t Node::drain_inbound(Inbound& in) {
 
 void Node::deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
                    std::span<const std::byte> bytes) {
-  switch (env.getKind()) {
+  // Each header struct is read once: every get of a struct pointer is a
+  // checked traversal (bounds, limits), and this runs for every message.
+  const schema::Kind kind = env.getKind();
+  switch (kind) {
     case schema::Kind::REPLY: {
       // A reply to an earlier incarnation of this worker (its caller died,
       // the mailbox was kept) must not complete a call of this one: the
@@ -815,16 +818,17 @@ void Node::deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
     case schema::Kind::CALL:
     case schema::Kind::CAST:
     case schema::Kind::INFO: {
-      const std::uint32_t idx = env.getDestination().getActor();
+      const auto dest = env.getDestination();
+      const std::uint32_t idx = dest.getActor();
       if (actors_ == nullptr || idx >= actors_->size()) {
-        if (env.getKind() == schema::Kind::CALL) {
+        if (kind == schema::Kind::CALL) {
           send_error_reply(sender_slot, env, schema::ErrorCode::NOPROC,
                            fmt::format("slot {} has no actor {}", slot_, idx));
         }
         return;
       }
-      const std::uint32_t stamp = env.getDestination().getIncarnation();
-      if (env.getKind() == schema::Kind::CALL && stamp != 0 && stamp != incarnation_) {
+      const std::uint32_t stamp = dest.getIncarnation();
+      if (kind == schema::Kind::CALL && stamp != 0 && stamp != incarnation_) {
         // Meant for an incarnation that died: say so (its caller may not
         // have heard of the death yet).
         send_error_reply(
@@ -832,15 +836,15 @@ void Node::deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
             fmt::format("incarnation {} of slot {} is gone (now {})", stamp, slot_, incarnation_));
         return;
       }
-      bool queued =
-          std::any_of(held_.begin(), held_.end(), [&](const Held& h) { return h.actor == idx; });
-      if (busy_[idx] > 0 || queued) {
+      if (busy_[idx] > 0 ||
+          (!held_.empty() && std::any_of(held_.begin(), held_.end(),
+                                         [&](const Held& h) { return h.actor == idx; }))) {
         held_.push_back(Held{idx, sender_slot, copy_words(bytes)});
         return;
       }
       Message msg(env);
-      msg.sender_ =
-          ActorRef{sender_slot, env.getSource().getIncarnation(), env.getSource().getActor()};
+      const auto src = env.getSource();
+      msg.sender_ = ActorRef{sender_slot, src.getIncarnation(), src.getActor()};
       invoke(idx, msg);
       return;
     }
