@@ -148,11 +148,18 @@ std::span<std::byte> RingProducer::reserve(std::size_t len, Deadline deadline) n
   }
   // Phase 2: announce, re-check, sleep on producer_waiting itself (an
   // eventcount): the consumer that sees the flag clears it, then wakes it.
+  // A consumer that misses the flag in a race (it does not fence every
+  // release) is covered by the slices below.
   // If its clear comes before we are inside futex_wait, futex_wait finds 0
   // and returns at once; if after, the wake finds us asleep.  (Sleeping on
   // `head` instead loses a wake-up that comes before we are asleep when
   // `head` has not moved since we read it.)
   auto* flag = &ctl_->producer_waiting;
+  // Each sleep is a slice: the consumer releases without a fence (see
+  // RingConsumer::publish_head), so a wake-up can be missed in a race; we
+  // look at `head` again after at most one slice (from 50 us, doubling up
+  // to 5 ms: a producer blocked for long costs ~200 wake-ups a second).
+  auto slice = std::chrono::microseconds(50);
   for (;;) {
     if (Clock::now() >= deadline) {
       flag->store(0, std::memory_order_relaxed);
@@ -167,7 +174,8 @@ std::span<std::byte> RingProducer::reserve(std::size_t len, Deadline deadline) n
       flag->store(0, std::memory_order_relaxed);
       return area;
     }
-    futex_wait(flag, 1, deadline);
+    futex_wait(flag, 1, std::min(deadline, Clock::now() + slice));
+    slice = std::min(slice * 2, std::chrono::microseconds(5000));
   }
 }
 

@@ -220,8 +220,13 @@ class RingConsumer {
 
   // Looks at the next frame without consuming it.  Pad frames are skipped.
   [[nodiscard]] PopStatus try_peek(Frame& out) noexcept;
-  // Consumes the frame returned by the last successful try_peek.
+  // Consumes the frame returned by the last successful try_peek.  Cheap: no
+  // fence (see publish_head()); a producer waiting for room is woken.
   void release() noexcept;
+  // Makes sure a producer that went to sleep for room while we released is
+  // woken (a fence and a load; try_peek does it when it finds the ring
+  // empty).  Call before blocking for long with frames released since.
+  void settle() noexcept;
   // Peek + copy out + release.  `dst` must hold max_payload() bytes; sets len.
   [[nodiscard]] PopStatus try_pop(std::uint32_t& kind, std::span<std::byte> dst,
                                   std::size_t& len) noexcept;
@@ -237,6 +242,7 @@ class RingConsumer {
  private:
   void mark_broken(const char* field, std::uint64_t value) noexcept;
   void publish_head() noexcept;
+  void wake_producer() noexcept;
 
   RingControl* ctl_ = nullptr;
   const std::byte* data_ = nullptr;
@@ -247,6 +253,7 @@ class RingConsumer {
   std::uint64_t peeked_bytes_ = 0;  // bytes of the peeked frame, 0 if none (head_
                                     // may be anywhere, even near 2^64: no sentinel)
   bool broken_ = false;
+  bool unsettled_ = false;  // released since the last fenced look at producer_waiting
   RingFault fault_;
 };
 
@@ -338,7 +345,10 @@ inline PopStatus RingConsumer::try_peek(Frame& out) noexcept {
     // commit(); the frame's header and payload are visible after it.
     const std::uint64_t stamp =
         stamp_at(const_cast<std::byte*>(data_) + pos).load(std::memory_order_acquire);
-    if (stamp == kNoStamp) return PopStatus::empty;
+    if (stamp == kNoStamp) {
+      settle();  // caught up: a producer that raced our last release is woken now
+      return PopStatus::empty;
+    }
     if (stamp != stamp_of(head_)) {
       mark_broken("frame.stamp", stamp);
       return PopStatus::broken;
@@ -380,20 +390,38 @@ inline void RingConsumer::publish_head() noexcept {
   // refresh_head(); our reads of the frame happen-before the producer reuses
   // its bytes.
   ctl_->head.store(head_, std::memory_order_release);
-  // A producer sleeping for space announced itself in producer_waiting before
-  // re-checking head (seq_cst); the fence orders our head store before this
-  // load (store-buffer pattern), so one of us sees the other: either its
-  // re-check saw this head, or we see its flag and wake it.  Checked after
-  // every publication (a producer must never sleep while there is room): the
-  // flag has a cache line of its own, so the load is a cache hit unless the
+  // A producer sleeping for room announced itself in producer_waiting; the
+  // flag has a cache line of its own, so this load is a cache hit unless the
   // producer really went to sleep.  Clear, then wake: the producer sleeps on
   // the flag itself, so a wake-up that comes before it is asleep is not lost
   // (see reserve()).
+  //
+  // No fence here, on purpose: a seq_cst fence per frame made the consumer
+  // wait, frame after frame, for the head line that a producer polling for
+  // room had just pulled away (cast throughput, see bench/).  Without it, a
+  // producer announcing its sleep at this very moment may miss this head
+  // while we miss its flag (the store-buffer race).  Two things bound that:
+  // the next release (or empty try_peek, which fences: settle()) sees the
+  // flag, and the producer never sleeps longer than a short slice before it
+  // looks at `head` again (reserve()).  A producer that waits for room
+  // therefore always gets it, at worst one slice late.
+  unsettled_ = true;
+  if (ctl_->producer_waiting.load(std::memory_order_relaxed) != 0) wake_producer();
+}
+
+inline void RingConsumer::settle() noexcept {
+  if (!unsettled_) return;
+  unsettled_ = false;
+  // The store-buffer pattern with the producer's announcement in reserve():
+  // our head store, fence, its flag; its flag store, fence, our head.  One
+  // of us sees the other.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (ctl_->producer_waiting.load(std::memory_order_relaxed) != 0) {
-    ctl_->producer_waiting.store(0, std::memory_order_relaxed);
-    futex_wake(&ctl_->producer_waiting, 1);
-  }
+  if (ctl_->producer_waiting.load(std::memory_order_relaxed) != 0) wake_producer();
+}
+
+inline void RingConsumer::wake_producer() noexcept {
+  ctl_->producer_waiting.store(0, std::memory_order_relaxed);
+  futex_wake(&ctl_->producer_waiting, 1);
 }
 
 }  // namespace bulkhead::ipc

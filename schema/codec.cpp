@@ -147,10 +147,11 @@ kj::Array<capnp::word> FlatBuilder::flatten() {
   return capnp::messageToFlatArray(builder_);
 }
 
-void walk_envelope(Envelope::Reader e) {
+EnvelopeParts walk_envelope(Envelope::Reader e) {
   walk_text(e.getDestName());
-  (void)e.getDestination().getActor();
-  (void)e.getSource().getActor();
+  EnvelopeParts parts{e, e.getDestination(), e.getSource()};
+  (void)parts.destination.getActor();
+  (void)parts.source.getActor();
   auto p = e.getPayload();
   switch (p.which()) {
     case Envelope::Payload::VALUE:
@@ -173,6 +174,7 @@ void walk_envelope(Envelope::Reader e) {
     case Envelope::Payload::NONE:
       break;
   }
+  return parts;
 }
 
 std::optional<DecodeError> validate_envelope(std::span<const std::byte> bytes,

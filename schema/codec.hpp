@@ -30,6 +30,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 
 #include "schema/envelope.capnp.h"
 
@@ -168,13 +169,24 @@ std::optional<DecodeError> read_message(std::span<const std::byte> bytes, const 
 std::optional<DecodeError> validate_envelope(std::span<const std::byte> bytes,
                                              const ReadLimits& limits = {});
 
-// Throws kj::Exception if any field of `e` is bad (what validate_envelope checks).
-void walk_envelope(Envelope::Reader e);
+// The envelope and the header structs its check reads anyway, handed on so
+// that a receiver does not traverse the same pointers again (every struct
+// get is a checked traversal).
+struct EnvelopeParts {
+  Envelope::Reader envelope;
+  ActorRef::Reader destination;
+  ActorRef::Reader source;
+};
+
+// Throws kj::Exception if any field of `e` is bad (what validate_envelope
+// checks); returns the parts it read.
+EnvelopeParts walk_envelope(Envelope::Reader e);
 
 // validate_envelope + read in place with one reader: walks the whole
 // Envelope (a failure there is a DecodeError and `use` is not called), then
-// calls use(Envelope::Reader).  Exceptions thrown by `use` propagate: they
-// are the caller's (an actor's), not the message's.
+// calls use(Envelope::Reader), or use(const EnvelopeParts&) if `use` takes
+// that.  Exceptions thrown by `use` propagate: they are the caller's (an
+// actor's), not the message's.
 template <class Use>
 std::optional<DecodeError> read_envelope(std::span<const std::byte> bytes, const ReadLimits& limits,
                                          Use&& use) {
@@ -186,20 +198,23 @@ std::optional<DecodeError> read_envelope(std::span<const std::byte> bytes, const
   opts.traversalLimitInWords = limits.traversal_words;
   opts.nestingLimit = static_cast<int>(limits.nesting);
   std::optional<capnp::FlatArrayMessageReader> reader;
-  Envelope::Reader env;
+  EnvelopeParts parts;
   try {
     reader.emplace(
         kj::ArrayPtr<const capnp::word>(reinterpret_cast<const capnp::word*>(bytes.data()),
                                         bytes.size() / sizeof(capnp::word)),
         opts);
-    env = reader->getRoot<Envelope>();
-    walk_envelope(env);
+    parts = walk_envelope(reader->getRoot<Envelope>());
   } catch (const kj::Exception& e) {
     auto d = e.getDescription();
     return DecodeError{std::string("invalid Cap'n Proto message: ") +
                        std::string(d.begin(), d.size())};
   }
-  use(env);
+  if constexpr (std::is_invocable_v<Use&, const EnvelopeParts&>) {
+    use(static_cast<const EnvelopeParts&>(parts));
+  } else {
+    use(parts.envelope);
+  }
   return std::nullopt;
 }
 

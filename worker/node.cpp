@@ -79,6 +79,10 @@ void set_ref(schema::ActorRef::Builder b, const ActorRef& r) {
   b.setActor(r.actor);
 }
 
+schema::EnvelopeParts parts_of(schema::Envelope::Reader env) {
+  return {env, env.getDestination(), env.getSource()};
+}
+
 // +1 on a counter only we write (see ipc::ChannelStats).
 void bump(std::atomic<std::uint64_t>& c) {
   c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
@@ -285,7 +289,7 @@ void Node::drain_replies_from(std::uint32_t slot) {
       std::optional<std::uint32_t> hold_for;
       (void)schema::read_envelope(bytes, {}, [&](schema::Envelope::Reader env) {
         if (env.getKind() == schema::Kind::REPLY) {
-          deliver(env, slot, bytes);
+          deliver(parts_of(env), slot, bytes);
         } else {
           hold_for = env.getDestination().getActor();
         }
@@ -494,7 +498,7 @@ void Node::loopback(kj::Array<capnp::word> words) {
     auto env = r.getRoot<schema::Envelope>();
     kind = env.getKind();
     actor = env.getDestination().getActor();
-    if (kind == schema::Kind::REPLY) deliver(env, slot_, as_bytes(words));
+    if (kind == schema::Kind::REPLY) deliver(parts_of(env), slot_, as_bytes(words));
   });
   if (kind != schema::Kind::REPLY) held_.push_back(Held{actor, slot_, kj::mv(words)});
 }
@@ -780,7 +784,7 @@ std::size_t Node::drain_inbound(Inbound& in) {
       ~Depth() { --d; }
     } restore{depth_};
     auto err = schema::read_envelope(
-        bytes, {}, [&](schema::Envelope::Reader env) { deliver(env, peer, bytes); });
+        bytes, {}, [&](const schema::EnvelopeParts& m) { deliver(m, peer, bytes); });
     if (err) {
       std::fprintf(stderr, "bulkhead: dropped a garbage message from slot %u: %s\n", peer,
                    err->what.c_str());
@@ -790,17 +794,18 @@ std::size_t Node::drain_inbound(Inbound& in) {
   return n;
 }
 
-void Node::deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
+void Node::deliver(const schema::EnvelopeParts& m, std::uint32_t sender_slot,
                    std::span<const std::byte> bytes) {
-  // Each header struct is read once: every get of a struct pointer is a
-  // checked traversal (bounds, limits), and this runs for every message.
+  const schema::Envelope::Reader env = m.envelope;
+  // Each header struct is read once (`m` has them from the check): every get
+  // of a struct pointer is a checked traversal, and this runs for every message.
   const schema::Kind kind = env.getKind();
   switch (kind) {
     case schema::Kind::REPLY: {
       // A reply to an earlier incarnation of this worker (its caller died,
       // the mailbox was kept) must not complete a call of this one: the
       // correlation ids start again at 1 in every incarnation.
-      const std::uint32_t to_incarnation = env.getDestination().getIncarnation();
+      const std::uint32_t to_incarnation = m.destination.getIncarnation();
       if (to_incarnation != 0 && to_incarnation != incarnation_) return;
       auto it = find_pending(env.getCorrelationId());
       if (it == pending_.end() || it->second.done || it->second.slot != sender_slot) return;
@@ -818,7 +823,7 @@ void Node::deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
     case schema::Kind::CALL:
     case schema::Kind::CAST:
     case schema::Kind::INFO: {
-      const auto dest = env.getDestination();
+      const auto dest = m.destination;
       const std::uint32_t idx = dest.getActor();
       if (actors_ == nullptr || idx >= actors_->size()) {
         if (kind == schema::Kind::CALL) {
@@ -843,7 +848,7 @@ void Node::deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
         return;
       }
       Message msg(env);
-      const auto src = env.getSource();
+      const auto src = m.source;
       msg.sender_ = ActorRef{sender_slot, src.getIncarnation(), src.getActor()};
       invoke(idx, msg);
       return;
@@ -853,8 +858,8 @@ void Node::deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
       auto p = env.getPayload();
       if (!p.isValue() || p.getValue().which() != schema::Value::SYMBOL) return;
       std::string_view op(p.getValue().getSymbol().cStr(), p.getValue().getSymbol().size());
-      const std::uint32_t local = env.getDestination().getActor();
-      ActorRef remote{sender_slot, env.getSource().getIncarnation(), env.getSource().getActor()};
+      const std::uint32_t local = m.destination.getActor();
+      ActorRef remote{sender_slot, m.source.getIncarnation(), m.source.getActor()};
       std::erase_if(links_, [&](const Link& l) { return l.local == local && l.remote == remote; });
       if (op == "link" && actors_ != nullptr && local < actors_->size()) {
         links_.push_back(Link{local, remote});

@@ -5,7 +5,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "tests/ring_fixture.hpp"
@@ -329,6 +332,41 @@ TEST(RingCorruption, WrongVersionAndCapacityAreRefusedAtAttach) {
   EXPECT_THROW(ipc::RingProducer(f.ring_mem(), "t"), ipc::RingError);
   f.control()->capacity = 1u << 20;  // larger than the region
   EXPECT_THROW(ipc::RingConsumer(f.ring_mem(), "t"), ipc::RingError);
+}
+
+// The consumer does not fence every release, so in a race it can miss the
+// flag of a producer going to sleep for room.  The producer must then still
+// find the room by itself, one sleep slice later, not at its deadline.
+TEST(RingWait, ProducerAsleepForRoomFindsItWithinASliceEvenIfNobodyWakesIt) {
+  RingFixture f(256);
+  ipc::RingProducer p(f.ring_mem(), "t");
+  auto data = bytes_of(1, 16);  // 32-byte frames: 7 fit
+  while (p.try_push(1, data) == PushStatus::ok) {
+  }
+  ASSERT_EQ(p.status(), PushStatus::full);
+  std::atomic<bool> done{false};
+  PushStatus got = PushStatus::full;
+  std::thread producer([&] {
+    got = p.push(1, data, ipc::Clock::now() + std::chrono::seconds(10));
+    done = true;
+  });
+  auto* ctl = f.control();
+  const auto give_up = ipc::Clock::now() + std::chrono::seconds(5);
+  while (ctl->producer_waiting.load() == 0 && ipc::Clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  ASSERT_NE(ctl->producer_waiting.load(), 0u) << "the producer never went to sleep";
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));  // well asleep
+  // A consumer whose release raced the announcement: head moves, no wake-up.
+  ctl->head.store(32, std::memory_order_release);
+  const auto t0 = ipc::Clock::now();
+  while (!done && ipc::Clock::now() - t0 < std::chrono::seconds(5)) {
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  const auto took = ipc::Clock::now() - t0;
+  producer.join();
+  EXPECT_EQ(got, PushStatus::ok);
+  EXPECT_LT(took, std::chrono::milliseconds(500)) << "slices are at most 5 ms";
 }
 
 TEST(RingInit, RejectsCapacityThatIsNotAPowerOfTwo) {
