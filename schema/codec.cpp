@@ -148,14 +148,16 @@ kj::Array<capnp::word> FlatBuilder::flatten() {
 }
 
 EnvelopeParts walk_envelope(Envelope::Reader e) {
-  walk_text(e.getDestName());
-  EnvelopeParts parts{e, e.getDestination(), e.getSource()};
+  if (e.hasDestName()) walk_text(e.getDestName());  // null: nothing to check
+  EnvelopeParts parts{e, e.getDestination(), e.getSource(), {}, false};
   (void)parts.destination.getActor();
   (void)parts.source.getActor();
   auto p = e.getPayload();
   switch (p.which()) {
     case Envelope::Payload::VALUE:
-      walk(p.getValue());
+      parts.value = p.getValue();
+      parts.has_value = true;
+      walk(parts.value);
       break;
     case Envelope::Payload::EXIT_REASON:
       walk(p.getExitReason());

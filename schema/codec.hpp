@@ -33,6 +33,7 @@
 #include <type_traits>
 
 #include "schema/envelope.capnp.h"
+#include "schema/value.capnp.h"
 
 namespace bulkhead::schema {
 
@@ -176,6 +177,8 @@ struct EnvelopeParts {
   Envelope::Reader envelope;
   ActorRef::Reader destination;
   ActorRef::Reader source;
+  Value::Reader value;  // the payload, if it is a Value (has_value)
+  bool has_value = false;
 };
 
 // Throws kj::Exception if any field of `e` is bad (what validate_envelope

@@ -79,8 +79,9 @@ void set_ref(schema::ActorRef::Builder b, const ActorRef& r) {
   b.setActor(r.actor);
 }
 
+// For replies read elsewhere (their Value is read from the envelope).
 schema::EnvelopeParts parts_of(schema::Envelope::Reader env) {
-  return {env, env.getDestination(), env.getSource()};
+  return {env, env.getDestination(), env.getSource(), {}, false};
 }
 
 // +1 on a counter only we write (see ipc::ChannelStats).
@@ -850,6 +851,8 @@ void Node::deliver(const schema::EnvelopeParts& m, std::uint32_t sender_slot,
       Message msg(env);
       const auto src = m.source;
       msg.sender_ = ActorRef{sender_slot, src.getIncarnation(), src.getActor()};
+      msg.value_ = m.value;
+      msg.has_value_ = m.has_value;
       invoke(idx, msg);
       return;
     }
@@ -980,6 +983,7 @@ std::vector<std::pair<std::uint64_t, Node::Pending>>::iterator Node::find_pendin
 }
 
 schema::Value::Reader Message::value() const {
+  if (has_value_) return value_;
   auto p = env_.getPayload();
   if (!p.isValue()) throw std::invalid_argument("message payload is not a Value");
   return p.getValue();
