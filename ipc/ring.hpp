@@ -331,6 +331,11 @@ inline PushStatus RingProducer::try_push(std::uint32_t kind,
 
 inline bool RingConsumer::readable() const noexcept {
   if (broken_) return true;
+  // While we poll the stamp line, keep asking for the next two lines too
+  // (non-binding prefetches): when a frame is published they are fetched
+  // together with its first line, not one transfer after it.
+  __builtin_prefetch(data_ + ((head_ + kCacheLine) & mask_), 0, 3);
+  __builtin_prefetch(data_ + ((head_ + 2 * kCacheLine) & mask_), 0, 3);
   // Relaxed is enough for a hint; try_peek() does the acquire.  Any nonzero
   // stamp counts: a wrong one is a fault, which try_peek() reports.
   return stamp_at(const_cast<std::byte*>(data_) + (head_ & mask_))
