@@ -3,20 +3,18 @@
 // The small envelope: kind, correlation id and a Value payload
 // holding one int (104 bytes flat with the segment table; no ActorRefs, no
 // name, no deadline: a call that sets destination and source is 40 bytes,
-// one cache line, bigger and measurably slower).  It is built in place in the
-// ring by the real codec (schema::send_message into a frame reservation) and
-// read in place by the real codec (schema::read_message, the checked
-// FlatArrayMessageReader), reading kind, correlation id and the int.
+// one cache line, bigger and measurably slower).  It is built by the real
+// codec in private memory and pushed with one copy (schema::send_message_copy:
+// the consumer polls the frame header, so building in the frame would have
+// its polls pull the lines away while they are written), and read in place
+// by the real codec (schema::read_message, the checked FlatArrayMessageReader),
+// reading kind, correlation id and the int.
 //
-// How much ring space to reserve for a message that is not built yet is the
-// sender's call; FlatBuilder zeroes all of it.  A fixed generous reservation
-// costs: zeroing a 256-byte area for a 104-byte message writes cache lines
-// the peer read on the ring's previous lap, the tail store cannot become
-// visible before those stores do (x86 commits stores in order), and that is
-// ~100 ns per round trip on this kind of machine (1024 bytes: ~200 ns).  So
-// the sender reserves what its previous message took, rounded up to a cache
-// line (FirstSegmentHint), as a runtime would; a message that outgrows the
-// reservation still arrives, through the codec's heap path.
+// How much memory to zero for a message that is not built yet is the
+// sender's call; FlatBuilder zeroes all of it, and the copy is what the
+// message took.  The sender reserves what its previous message took, rounded
+// up to a cache line (FirstSegmentHint), as a runtime would; a message that
+// outgrows the reservation still arrives, through the codec's heap path.
 #pragma once
 
 #include <algorithm>
