@@ -4,7 +4,7 @@
 // the shared-memory segment, and talks to it through real SPSC rings:
 //
 //   ring_rtt_hot       round trip of a small Envelope (bench/small_envelope.hpp)
-//                      built in place by the codec, published on a ring with
+//                      built by the codec and copied into a frame, published on a ring with
 //                      the consumer's doorbell, read in place by the codec; the
 //                      child echoes it as a reply.  Each consumer waits with an
 //                      ipc::Waiter (poll, then futex sleep).  Back to back.

@@ -3,22 +3,21 @@
 // The small envelope: kind, correlation id and a Value payload
 // holding one int (104 bytes flat with the segment table; no ActorRefs, no
 // name, no deadline: a call that sets destination and source is 40 bytes,
-// one cache line, bigger and measurably slower).  It is built in place in the
-// ring by the real codec (schema::send_message into a frame reservation) and
-// read in place by the real codec (schema::read_message, the checked
-// FlatArrayMessageReader), reading kind, correlation id and the int.
+// one cache line, bigger and measurably slower).  It is built by the real
+// codec in private memory and pushed with one copy (schema::send_message_copy:
+// the consumer polls the frame header, so building in the frame would have
+// its polls pull the lines away while they are written), and read in place
+// by the real codec (schema::read_message, the checked FlatArrayMessageReader),
+// reading kind, correlation id and the int.
 //
-// How much ring space to reserve for a message that is not built yet is the
-// sender's call; FlatBuilder zeroes all of it.  A fixed generous reservation
-// costs: zeroing a 256-byte area for a 104-byte message writes cache lines
-// the peer read on the ring's previous lap, the tail store cannot become
-// visible before those stores do (x86 commits stores in order), and that is
-// ~100 ns per round trip on this kind of machine (1024 bytes: ~200 ns).  So
-// the sender reserves what its previous message took, rounded up to a cache
-// line (FirstSegmentHint), as a runtime would; a message that outgrows the
-// reservation still arrives, through the codec's heap path.
+// How much memory to zero for a message that is not built yet is the
+// sender's call; FlatBuilder zeroes all of it, and the copy is what the
+// message took.  The sender reserves what its previous message took, rounded
+// up to a cache line (FirstSegmentHint), as a runtime would; a message that
+// outgrows the reservation still arrives, through the codec's heap path.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <stdexcept>
@@ -49,18 +48,23 @@ struct SmallMessage {
   std::int64_t value = 0;
 };
 
-// Builds `m` straight into a frame of `producer` and publishes it.
+// Builds `m` in private memory and publishes a copy of it on `producer`
+// (schema::send_message_copy: with the consumer polling the frame header,
+// building in place would bounce the frame's lines while it is written).
 inline ipc::PushStatus send_small(ipc::RingProducer& producer, FirstSegmentHint& hint,
                                   const SmallMessage& m) {
-  return schema::send_message(producer, schema::kEnvelopeFrame, hint.bytes(),
-                              [&](schema::FlatBuilder& b) {
-                                auto e = b.init_root<schema::Envelope>();
-                                e.setKind(m.kind);
-                                e.setCorrelationId(m.correlation_id);
-                                e.getPayload().initValue().setInt(m.value);
-                                // + the 8-byte segment table
-                                hint.saw((b.message().sizeInWords() + 1) * sizeof(capnp::word));
-                              });
+  alignas(8) std::byte scratch[1024];
+  return schema::send_message_copy(
+      producer, schema::kEnvelopeFrame,
+      std::span(scratch).first(std::min(hint.bytes(), sizeof scratch)),
+      [&](schema::FlatBuilder& b) {
+        auto e = b.init_root<schema::Envelope>();
+        e.setKind(m.kind);
+        e.setCorrelationId(m.correlation_id);
+        e.getPayload().initValue().setInt(m.value);
+        // + the 8-byte segment table
+        hint.saw((b.message().sizeInWords() + 1) * sizeof(capnp::word));
+      });
 }
 
 // Reads kind, correlation id and the int payload of a frame in place.

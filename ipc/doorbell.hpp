@@ -7,10 +7,10 @@
 // Protocol (an eventcount):
 //   consumer:  key = seq; sleeping = 1 (seq_cst); re-check every ring;
 //              if still nothing: futex_wait(seq, key); sleeping = 0.
-//   producer:  publish (release store of the ring tail); fence(seq_cst);
+//   producer:  publish (release store of the frame's stamp); fence(seq_cst);
 //              if sleeping: sleeping = 0; ++seq; futex_wake(seq).
 // Store-buffer argument: the consumer's store to `sleeping` and the
-// producer's store to `tail` are each followed (seq_cst) by a load of the
+// producer's store of the stamp are each followed (seq_cst) by a load of the
 // other; at least one side sees the other's store.  Either the consumer's
 // re-check finds the frame, or the producer sees `sleeping` and bumps `seq`,
 // in which case futex_wait either returns at once (seq != key) or is woken.
@@ -64,7 +64,7 @@ class Doorbell {
   // Called after publishing a frame.  Costs a fence and a load while the
   // consumer is awake; one futex_wake when it sleeps.
   void ring() noexcept {
-    // Orders the caller's release store of the ring tail before the load of
+    // Orders the caller's release store of the frame stamp before the load of
     // `sleeping` (pairs with the consumer's seq_cst store in Waiter::wait).
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (word_->sleeping.load(std::memory_order_relaxed) != 0) wake();
@@ -113,9 +113,17 @@ class Waiter {
       sleep_streak_ = 0;
       ++stats_.probes;
     }
-    const auto spin_start = Clock::now();
-    auto spin_end = spin_start + (probe ? opts_.max_spin : spin_);
-    if (deadline && *deadline < spin_end) spin_end = *deadline;
+    // The clock is read only every 64 polls, and a wait that is not a probe
+    // starts its window at the first of those reads: most hot waits end
+    // before it, without a clock read (the window is at most 64 polls longer).
+    Clock::time_point spin_start{};
+    Clock::time_point spin_end{};
+    auto start_window = [&](Clock::time_point now) {
+      spin_start = now;
+      spin_end = now + (probe ? opts_.max_spin : spin_);
+      if (deadline && *deadline < spin_end) spin_end = *deadline;
+    };
+    if (probe) start_window(Clock::now());
     for (unsigned i = 1;; ++i) {
       cpu_relax();
       if (ready()) {
@@ -124,7 +132,11 @@ class Waiter {
         if (probe) probe_hit(Clock::now() - spin_start);
         return true;
       }
-      if ((i & 63) == 0 && Clock::now() >= spin_end) break;
+      if ((i & 63) == 0) {
+        const auto now = Clock::now();
+        if (i == 64 && !probe) start_window(now);
+        if (now >= spin_end) break;
+      }
     }
     if (probe) probe_every_ = std::min(probe_every_ * 2, kProbeEveryMax);
     // Phase 2: announce sleep, re-check, sleep.

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <bit>
 #include <stdexcept>
 
@@ -83,7 +84,28 @@ RingProducer::RingProducer(std::span<std::byte> mem, std::string name, Doorbell*
   head_cache_ = ctl_->head.load(std::memory_order_acquire);
   if ((tail_ & (kFrameAlign - 1)) != 0) {
     mark_broken("tail", tail_);
-  } else if (tail_ - head_cache_ > capacity_ || (head_cache_ & (kFrameAlign - 1)) != 0) {
+    return;
+  }
+  // A predecessor killed between a frame's stamp and its store of `tail`
+  // published frames that `tail` does not count: step over them (the frame
+  // after the last one has its guard, kNoStamp).  At most one lap.
+  for (std::size_t walked = 0; walked < capacity_;) {
+    const std::size_t pos = tail_ & mask_;
+    if (stamp_at(data_ + pos).load(std::memory_order_acquire) != stamp_of(tail_)) break;
+    std::uint32_t lk[2];
+    std::memcpy(lk, data_ + pos + offsetof(FrameHeader, length), sizeof lk);
+    const std::size_t bytes =
+        lk[1] == kPadKind ? capacity_ - pos : frame_bytes(std::min<std::size_t>(lk[0], capacity_));
+    if ((lk[1] == kPadKind && lk[0] != capacity_ - pos - sizeof(FrameHeader)) ||
+        pos + bytes > capacity_) {
+      mark_broken("frame.length", lk[0]);
+      return;
+    }
+    tail_ += bytes;
+    walked += bytes;
+  }
+  ctl_->tail.store(tail_, std::memory_order_release);
+  if (tail_ - head_cache_ > capacity_ || (head_cache_ & (kFrameAlign - 1)) != 0) {
     mark_broken("head", head_cache_);
   }
 }
@@ -126,11 +148,18 @@ std::span<std::byte> RingProducer::reserve(std::size_t len, Deadline deadline) n
   }
   // Phase 2: announce, re-check, sleep on producer_waiting itself (an
   // eventcount): the consumer that sees the flag clears it, then wakes it.
+  // A consumer that misses the flag in a race (it does not fence every
+  // release) is covered by the slices below.
   // If its clear comes before we are inside futex_wait, futex_wait finds 0
   // and returns at once; if after, the wake finds us asleep.  (Sleeping on
   // `head` instead loses a wake-up that comes before we are asleep when
   // `head` has not moved since we read it.)
   auto* flag = &ctl_->producer_waiting;
+  // Each sleep is a slice: the consumer releases without a fence (see
+  // RingConsumer::publish_head), so a wake-up can be missed in a race; we
+  // look at `head` again after at most one slice (from 50 us, doubling up
+  // to 5 ms: a producer blocked for long costs ~200 wake-ups a second).
+  auto slice = std::chrono::microseconds(50);
   for (;;) {
     if (Clock::now() >= deadline) {
       flag->store(0, std::memory_order_relaxed);
@@ -145,7 +174,8 @@ std::span<std::byte> RingProducer::reserve(std::size_t len, Deadline deadline) n
       flag->store(0, std::memory_order_relaxed);
       return area;
     }
-    futex_wait(flag, 1, deadline);
+    futex_wait(flag, 1, std::min(deadline, Clock::now() + slice));
+    slice = std::min(slice * 2, std::chrono::microseconds(5000));
   }
 }
 
@@ -168,7 +198,6 @@ RingConsumer::RingConsumer(std::span<std::byte> mem, std::string name) {
   max_payload_ = capacity_ / 2 - sizeof(FrameHeader);
   fault_.segment = std::move(name);
   head_ = ctl_->head.load(std::memory_order_relaxed);
-  tail_cache_ = head_;
   if ((head_ & (kFrameAlign - 1)) != 0) mark_broken("head", head_);
 }
 

@@ -8,26 +8,46 @@
 // Layout (all in shared memory, plain bytes, offsets not pointers):
 //   RingControl (256 bytes: passport line, producer line, consumer line, spare)
 //   data[capacity]           capacity is a power of two, >= 256
-// A frame is FrameHeader{length, kind} (8 bytes) + payload padded to 8, so
-// every payload is 8-byte aligned and Cap'n Proto can read it in place.  A
-// frame never wraps: if it does not fit before the end of the buffer, the
-// producer writes a pad frame (kind 0) to the end and starts at offset 0.
+// A frame is FrameHeader{stamp, length, kind} (16 bytes) + payload padded to
+// 16, so every frame starts on a 16-byte boundary and every payload is
+// 8-byte aligned (Cap'n Proto reads it in place).  A frame never wraps: if it
+// does not fit before the end of the buffer, the producer writes a pad frame
+// (kind 0) to the end and starts at offset 0.
 //
 // Indices are 64-bit monotonic byte counters (they never wrap in practice):
-//   tail  written by the producer only, published with a release store after
-//         the frame bytes are written: a producer killed mid-write leaves
-//         nothing visible.
+//   tail  written by the producer only, after each frame is published: for
+//         statistics, and for a restarted producer to know where to resume.
+//         The consumer never reads it.
 //   head  written by the consumer only, released after it is done reading a
 //         frame: the producer may reuse the space only then.
-// Each side keeps a private cached copy of the other's index and refreshes it
-// only when the cached one says full (producer) or empty (consumer).
+//
+// Publication is the frame's own stamp, not `tail`: the consumer polls the
+// header at `head` (one cache line, which it then reads anyway) instead of
+// the producer's index (a second line that bounced between the CPUs on every
+// frame).  The stamp of a frame at position p is p + 1; 0 means "nothing
+// here yet".  Stale bytes from an earlier lap are never read as a header:
+// before publishing a frame that ends at position e, the producer zeroes the
+// stamp at e (the "guard"; the producer always keeps those 16 bytes free), so
+// the consumer, arriving at e, finds either that 0 or the stamp e + 1 of the
+// next frame, never an older lap's bytes.  Order of a publication: payload,
+// guard at the frame's end, length and kind, then the stamp (a release
+// store), then `tail`.  A producer killed mid-write therefore leaves nothing
+// visible (the stamp at its tail is still the previous frame's guard); one
+// killed after a stamp but before `tail` is handled by the next producer,
+// which skips the stamped frames it finds at `tail` when it attaches.
+// A wrap publishes the frame at offset 0 first, the pad at the old tail last.
+//
+// Each side keeps a private cached copy of what it needs from the other: the
+// producer its last `head`, read again only when its copy says full.
 //
 // Trust: the peer is hostile.  Each side reads the other's index and (the
 // consumer) the frame headers from shared memory, and bounds-checks every one
 // at the point of use, against its *private* copy of the capacity taken when
-// it attached.  A violation marks the ring broken (sticky), records which
-// field was wrong, and every later call returns `broken`: no read out of
-// bounds, no crash, no hang.  The supervisor then kills the offender.
+// it attached.  A stamp that is neither 0 nor the expected one (a scribbled
+// header, a header from another position or lap) is a violation too.  A
+// violation marks the ring broken (sticky), records which field was wrong,
+// and every later call returns `broken`: no read out of bounds, no crash, no
+// hang.  The supervisor then kills the offender.
 //
 // Threading: one producer object and one consumer object, each used by one
 // thread at a time.  All hot-path calls are noexcept and allocation-free.
@@ -49,16 +69,30 @@ namespace bulkhead::ipc {
 // (two compilers, two flag sets) must agree on this layout.
 inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::uint64_t kRingMagic = 0x474e4952'4b4c5542ULL;  // "BULKRING" LE
-inline constexpr std::uint32_t kRingLayoutVersion = 2;  // 2: producer_waiting on line 3
-inline constexpr std::uint32_t kPadKind = 0;            // filler up to the end of the buffer
-inline constexpr std::size_t kFrameAlign = 8;           // payload alignment
+// 2: producer_waiting on line 3.  3: stamped 16-byte frame headers, the
+// consumer polls the stamp instead of `tail`.
+inline constexpr std::uint32_t kRingLayoutVersion = 3;
+inline constexpr std::uint32_t kPadKind = 0;    // filler up to the end of the buffer
+inline constexpr std::size_t kFrameAlign = 16;  // frame start and size granularity
 inline constexpr std::size_t kMinRingCapacity = 256;
+inline constexpr std::uint64_t kNoStamp = 0;  // the stamp slot of a frame not yet published
 
 struct FrameHeader {
+  std::uint64_t stamp;   // position of this frame + 1 once published; kNoStamp before
   std::uint32_t length;  // payload bytes, not counting this header or padding
   std::uint32_t kind;    // kPadKind, or a user kind >= 1
 };
-static_assert(sizeof(FrameHeader) == 8);
+static_assert(sizeof(FrameHeader) == 16);
+static_assert(offsetof(FrameHeader, stamp) == 0);
+
+// The stamp of a published frame at monotonic position `pos` (never kNoStamp:
+// positions are multiples of 16).
+constexpr std::uint64_t stamp_of(std::uint64_t pos) {
+  return pos + 1;
+}
+// Free bytes the producer keeps after its tail: the next frame's stamp slot,
+// zeroed before a frame is published (see the top of this file).
+inline constexpr std::size_t kGuardBytes = kFrameAlign;
 
 struct alignas(kCacheLine) RingControl {
   // Line 0: passport, written once by the creator (the supervisor).
@@ -66,9 +100,9 @@ struct alignas(kCacheLine) RingControl {
   std::uint32_t version;      // kRingLayoutVersion
   std::uint32_t reserved0;    // zero
   std::uint64_t capacity;     // data bytes, power of two
-  std::uint64_t max_payload;  // largest payload accepted: capacity/2 - 8
+  std::uint64_t max_payload;  // largest payload accepted: capacity/2 - 16
   std::uint8_t reserved1[32];
-  // Line 1: producer-owned.
+  // Line 1: producer-owned.  Never read by the consumer (see the top).
   alignas(kCacheLine) std::atomic<std::uint64_t> tail;  // bytes published
   std::uint8_t reserved2[kCacheLine - 8];
   // Line 2: consumer-owned.
@@ -186,8 +220,13 @@ class RingConsumer {
 
   // Looks at the next frame without consuming it.  Pad frames are skipped.
   [[nodiscard]] PopStatus try_peek(Frame& out) noexcept;
-  // Consumes the frame returned by the last successful try_peek.
+  // Consumes the frame returned by the last successful try_peek.  Cheap: no
+  // fence (see publish_head()); a producer waiting for room is woken.
   void release() noexcept;
+  // Makes sure a producer that went to sleep for room while we released is
+  // woken (a fence and a load; try_peek does it when it finds the ring
+  // empty).  Call before blocking for long with frames released since.
+  void settle() noexcept;
   // Peek + copy out + release.  `dst` must hold max_payload() bytes; sets len.
   [[nodiscard]] PopStatus try_pop(std::uint32_t& kind, std::span<std::byte> dst,
                                   std::size_t& len) noexcept;
@@ -203,6 +242,7 @@ class RingConsumer {
  private:
   void mark_broken(const char* field, std::uint64_t value) noexcept;
   void publish_head() noexcept;
+  void wake_producer() noexcept;
 
   RingControl* ctl_ = nullptr;
   const std::byte* data_ = nullptr;
@@ -210,15 +250,19 @@ class RingConsumer {
   std::size_t mask_ = 0;
   std::size_t max_payload_ = 0;
   std::uint64_t head_ = 0;          // private: next byte to read
-  std::uint64_t tail_cache_ = 0;    // private: last validated tail
   std::uint64_t peeked_bytes_ = 0;  // bytes of the peeked frame, 0 if none (head_
                                     // may be anywhere, even near 2^64: no sentinel)
   bool broken_ = false;
+  bool unsettled_ = false;  // released since the last fenced look at producer_waiting
   RingFault fault_;
 };
 
 // ---------------------------------------------------------------------------
 // Hot path, inline.
+
+inline std::atomic_ref<std::uint64_t> stamp_at(std::byte* frame) noexcept {
+  return std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(frame));
+}
 
 inline std::span<std::byte> RingProducer::try_reserve(std::size_t len) noexcept {
   if (status_ == PushStatus::broken) return {};
@@ -230,9 +274,10 @@ inline std::span<std::byte> RingProducer::try_reserve(std::size_t len) noexcept 
   const std::size_t pos = tail_ & mask_;
   const std::size_t contiguous = capacity_ - pos;
   const std::uint64_t pad = need > contiguous ? contiguous : 0;
-  if (tail_ + pad + need - head_cache_ > capacity_) {
+  // kGuardBytes: the next frame's stamp slot stays free (it is zeroed below).
+  if (tail_ + pad + need + kGuardBytes - head_cache_ > capacity_) {
     if (!refresh_head()) return {};
-    if (tail_ + pad + need - head_cache_ > capacity_) {
+    if (tail_ + pad + need + kGuardBytes - head_cache_ > capacity_) {
       status_ = PushStatus::full;
       return {};
     }
@@ -246,19 +291,31 @@ inline std::span<std::byte> RingProducer::try_reserve(std::size_t len) noexcept 
 
 inline void RingProducer::commit(std::uint32_t kind, std::size_t len) noexcept {
   if (len > reserved_len_) len = reserved_len_;  // caller bug; never overrun
-  std::size_t pos = tail_ & mask_;
+  const std::size_t pos = tail_ & mask_;
+  const std::uint64_t start = tail_ + reserved_pad_;  // where the frame goes
+  const std::uint64_t end = start + frame_bytes(len);
+  std::byte* frame = data_ + (start & mask_);
+  // The guard: the consumer, once past this frame, must find "nothing yet"
+  // at `end`, not whatever an earlier lap left there.  Free space (see
+  // try_reserve), so no reader looks at it now; relaxed, ordered before the
+  // stamp below by its release.
+  stamp_at(data_ + (end & mask_)).store(kNoStamp, std::memory_order_relaxed);
+  const std::uint32_t lk[2] = {static_cast<std::uint32_t>(len), kind};
+  std::memcpy(frame + offsetof(FrameHeader, length), lk, sizeof lk);
+  // Release: pairs with the consumer's acquire load of the stamp in
+  // try_peek(); the payload, length, kind and the guard happen-before it.
+  stamp_at(frame).store(stamp_of(start), std::memory_order_release);
   if (reserved_pad_ != 0) {
-    FrameHeader pad{static_cast<std::uint32_t>(reserved_pad_ - sizeof(FrameHeader)), kPadKind};
-    std::memcpy(data_ + pos, &pad, sizeof pad);
-    pos = 0;
+    // The pad last: a consumer that sees it finds the frame at offset 0.
+    const std::uint32_t pk[2] = {static_cast<std::uint32_t>(reserved_pad_ - sizeof(FrameHeader)),
+                                 kPadKind};
+    std::memcpy(data_ + pos + offsetof(FrameHeader, length), pk, sizeof pk);
+    stamp_at(data_ + pos).store(stamp_of(tail_), std::memory_order_release);
   }
-  FrameHeader h{static_cast<std::uint32_t>(len), kind};
-  std::memcpy(data_ + pos, &h, sizeof h);
-  tail_ += reserved_pad_ + frame_bytes(len);
+  tail_ = end;
   reserved_pad_ = 0;
   reserved_len_ = 0;
-  // Release: pairs with the consumer's acquire load of `tail` in try_peek();
-  // every byte of the frame (header, payload, pad) happens-before it.
+  // For statistics and a restarted producer only; the consumer never reads it.
   ctl_->tail.store(tail_, std::memory_order_release);
   if (doorbell_ != nullptr) doorbell_->ring();
 }
@@ -274,46 +331,53 @@ inline PushStatus RingProducer::try_push(std::uint32_t kind,
 
 inline bool RingConsumer::readable() const noexcept {
   if (broken_) return true;
-  if (tail_cache_ != head_) return true;
-  // Relaxed is enough for a hint; try_peek() does the acquire.
-  return ctl_->tail.load(std::memory_order_relaxed) != head_;
+  // While we poll the stamp line, keep asking for the next two lines too
+  // (non-binding prefetches): when a frame is published they are fetched
+  // together with its first line, not one transfer after it.
+  __builtin_prefetch(data_ + ((head_ + kCacheLine) & mask_), 0, 3);
+  __builtin_prefetch(data_ + ((head_ + 2 * kCacheLine) & mask_), 0, 3);
+  // Relaxed is enough for a hint; try_peek() does the acquire.  Any nonzero
+  // stamp counts: a wrong one is a fault, which try_peek() reports.
+  return stamp_at(const_cast<std::byte*>(data_) + (head_ & mask_))
+             .load(std::memory_order_relaxed) != kNoStamp;
 }
 
 inline PopStatus RingConsumer::try_peek(Frame& out) noexcept {
   for (;;) {
     if (broken_) return PopStatus::broken;
-    if (tail_cache_ == head_) {
-      // Acquire: pairs with the producer's release store in commit(); the
-      // frame bytes up to `tail` are visible after this load.
-      std::uint64_t t = ctl_->tail.load(std::memory_order_acquire);
-      if (t == head_) return PopStatus::empty;
-      if (t - head_ > capacity_ || (t & (kFrameAlign - 1)) != 0) {
-        mark_broken("tail", t);
-        return PopStatus::broken;
-      }
-      tail_cache_ = t;
-    }
-    const std::uint64_t avail = tail_cache_ - head_;
     const std::size_t pos = head_ & mask_;
-    FrameHeader h;
-    std::memcpy(&h, data_ + pos, sizeof h);  // one read; checks use this copy only
-    if (h.kind == kPadKind) {
+    // Acquire: pairs with the producer's release store of the stamp in
+    // commit(); the frame's header and payload are visible after it.
+    const std::uint64_t stamp =
+        stamp_at(const_cast<std::byte*>(data_) + pos).load(std::memory_order_acquire);
+    if (stamp == kNoStamp) {
+      settle();  // caught up: a producer that raced our last release is woken now
+      return PopStatus::empty;
+    }
+    if (stamp != stamp_of(head_)) {
+      mark_broken("frame.stamp", stamp);
+      return PopStatus::broken;
+    }
+    std::uint32_t lk[2];  // one read; checks use this copy only
+    std::memcpy(lk, data_ + pos + offsetof(FrameHeader, length), sizeof lk);
+    const std::uint32_t length = lk[0], kind = lk[1];
+    if (kind == kPadKind) {
       const std::size_t to_end = capacity_ - pos;
-      if (h.length != to_end - sizeof(FrameHeader) || avail < to_end) {
-        mark_broken("frame.length", h.length);
+      if (length != to_end - sizeof(FrameHeader)) {
+        mark_broken("frame.length", length);
         return PopStatus::broken;
       }
       head_ += to_end;  // skip the pad and give its bytes back at once
       if (peeked_bytes_ == 0) publish_head();
       continue;
     }
-    const std::size_t fb = frame_bytes(h.length);
-    if (h.length > max_payload_ || fb > avail || pos + fb > capacity_) {
-      mark_broken("frame.length", h.length);
+    const std::size_t fb = frame_bytes(length);
+    if (length > max_payload_ || pos + fb > capacity_) {
+      mark_broken("frame.length", length);
       return PopStatus::broken;
     }
-    out.kind = h.kind;
-    out.payload = {data_ + pos + sizeof(FrameHeader), h.length};
+    out.kind = kind;
+    out.payload = {data_ + pos + sizeof(FrameHeader), length};
     peeked_bytes_ = fb;
     return PopStatus::ok;
   }
@@ -331,20 +395,38 @@ inline void RingConsumer::publish_head() noexcept {
   // refresh_head(); our reads of the frame happen-before the producer reuses
   // its bytes.
   ctl_->head.store(head_, std::memory_order_release);
-  // A producer sleeping for space announced itself in producer_waiting before
-  // re-checking head (seq_cst); the fence orders our head store before this
-  // load (store-buffer pattern), so one of us sees the other: either its
-  // re-check saw this head, or we see its flag and wake it.  Checked after
-  // every publication (a producer must never sleep while there is room): the
-  // flag has a cache line of its own, so the load is a cache hit unless the
+  // A producer sleeping for room announced itself in producer_waiting; the
+  // flag has a cache line of its own, so this load is a cache hit unless the
   // producer really went to sleep.  Clear, then wake: the producer sleeps on
   // the flag itself, so a wake-up that comes before it is asleep is not lost
   // (see reserve()).
+  //
+  // No fence here, on purpose: a seq_cst fence per frame made the consumer
+  // wait, frame after frame, for the head line that a producer polling for
+  // room had just pulled away (cast throughput, see bench/).  Without it, a
+  // producer announcing its sleep at this very moment may miss this head
+  // while we miss its flag (the store-buffer race).  Two things bound that:
+  // the next release (or empty try_peek, which fences: settle()) sees the
+  // flag, and the producer never sleeps longer than a short slice before it
+  // looks at `head` again (reserve()).  A producer that waits for room
+  // therefore always gets it, at worst one slice late.
+  unsettled_ = true;
+  if (ctl_->producer_waiting.load(std::memory_order_relaxed) != 0) wake_producer();
+}
+
+inline void RingConsumer::settle() noexcept {
+  if (!unsettled_) return;
+  unsettled_ = false;
+  // The store-buffer pattern with the producer's announcement in reserve():
+  // our head store, fence, its flag; its flag store, fence, our head.  One
+  // of us sees the other.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (ctl_->producer_waiting.load(std::memory_order_relaxed) != 0) {
-    ctl_->producer_waiting.store(0, std::memory_order_relaxed);
-    futex_wake(&ctl_->producer_waiting, 1);
-  }
+  if (ctl_->producer_waiting.load(std::memory_order_relaxed) != 0) wake_producer();
+}
+
+inline void RingConsumer::wake_producer() noexcept {
+  ctl_->producer_waiting.store(0, std::memory_order_relaxed);
+  futex_wake(&ctl_->producer_waiting, 1);
 }
 
 }  // namespace bulkhead::ipc

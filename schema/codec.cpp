@@ -147,14 +147,17 @@ kj::Array<capnp::word> FlatBuilder::flatten() {
   return capnp::messageToFlatArray(builder_);
 }
 
-void walk_envelope(Envelope::Reader e) {
-  walk_text(e.getDestName());
-  (void)e.getDestination().getActor();
-  (void)e.getSource().getActor();
+EnvelopeParts walk_envelope(Envelope::Reader e) {
+  if (e.hasDestName()) walk_text(e.getDestName());  // null: nothing to check
+  EnvelopeParts parts{e, e.getDestination(), e.getSource(), {}, false};
+  (void)parts.destination.getActor();
+  (void)parts.source.getActor();
   auto p = e.getPayload();
   switch (p.which()) {
     case Envelope::Payload::VALUE:
-      walk(p.getValue());
+      parts.value = p.getValue();
+      parts.has_value = true;
+      walk(parts.value);
       break;
     case Envelope::Payload::EXIT_REASON:
       walk(p.getExitReason());
@@ -173,6 +176,7 @@ void walk_envelope(Envelope::Reader e) {
     case Envelope::Payload::NONE:
       break;
   }
+  return parts;
 }
 
 std::optional<DecodeError> validate_envelope(std::span<const std::byte> bytes,

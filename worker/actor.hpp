@@ -105,6 +105,8 @@ class Message {
   friend class Node;
   schema::Envelope::Reader env_;
   ActorRef sender_{};
+  schema::Value::Reader value_;  // the checked payload Value, if has_value_ (saves a traversal)
+  bool has_value_ = false;
 };
 
 // Whom to answer, for a call; may be kept to reply later (deferred reply).

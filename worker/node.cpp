@@ -79,6 +79,16 @@ void set_ref(schema::ActorRef::Builder b, const ActorRef& r) {
   b.setActor(r.actor);
 }
 
+// For replies read elsewhere (their Value is read from the envelope).
+schema::EnvelopeParts parts_of(schema::Envelope::Reader env) {
+  return {env, env.getDestination(), env.getSource(), {}, false};
+}
+
+// +1 on a counter only we write (see ipc::ChannelStats).
+void bump(std::atomic<std::uint64_t>& c) {
+  c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
 std::int64_t deadline_ns(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
 }
@@ -280,7 +290,7 @@ void Node::drain_replies_from(std::uint32_t slot) {
       std::optional<std::uint32_t> hold_for;
       (void)schema::read_envelope(bytes, {}, [&](schema::Envelope::Reader env) {
         if (env.getKind() == schema::Kind::REPLY) {
-          deliver(env, slot, bytes);
+          deliver(parts_of(env), slot, bytes);
         } else {
           hold_for = env.getDestination().getActor();
         }
@@ -449,21 +459,21 @@ std::size_t Node::next_reserve(std::size_t used) {
 
 SendStatus Node::on_full(Peer& p, BlockState& block, std::size_t need) {
   if (p.overflow == schema::Overflow::FAIL) {
-    if (p.stats) p.stats->failed.fetch_add(1, std::memory_order_relaxed);
+    if (p.stats) bump(p.stats->failed);
     return SendStatus::overflow;
   }
   if (p.overflow == schema::Overflow::DROP) {
-    if (p.stats) p.stats->dropped.fetch_add(1, std::memory_order_relaxed);
+    if (p.stats) bump(p.stats->dropped);
     return SendStatus::dropped;
   }
   if (!block.counted) {
     block.counted = true;
     block.deadline = Clock::now() + p.block_timeout;
-    if (p.stats) p.stats->blocked.fetch_add(1, std::memory_order_relaxed);
+    if (p.stats) bump(p.stats->blocked);
   }
   auto area = p.out.reserve(need, *block.deadline);
   if (area.data() == nullptr) {
-    if (p.stats) p.stats->failed.fetch_add(1, std::memory_order_relaxed);
+    if (p.stats) bump(p.stats->failed);
     return p.out.status() == ipc::PushStatus::timeout ? SendStatus::timeout : SendStatus::broken;
   }
   return SendStatus::ok;  // room now: try again
@@ -471,12 +481,14 @@ SendStatus Node::on_full(Peer& p, BlockState& block, std::size_t need) {
 
 SendStatus Node::published(Peer& p) {
   ++p.sequence;
-  if (p.stats) p.stats->sent.fetch_add(1, std::memory_order_relaxed);
+  // We are the only writer of our channel's counters (the supervisor only
+  // reads them): a load and a store, not a locked read-modify-write.
+  if (p.stats) bump(p.stats->sent);
   return SendStatus::ok;
 }
 
 SendStatus Node::failed(Peer& p, ipc::PushStatus st) {
-  if (p.stats) p.stats->failed.fetch_add(1, std::memory_order_relaxed);
+  if (p.stats) bump(p.stats->failed);
   return st == ipc::PushStatus::too_big ? SendStatus::overflow : SendStatus::broken;
 }
 
@@ -487,50 +499,35 @@ void Node::loopback(kj::Array<capnp::word> words) {
     auto env = r.getRoot<schema::Envelope>();
     kind = env.getKind();
     actor = env.getDestination().getActor();
-    if (kind == schema::Kind::REPLY) deliver(env, slot_, as_bytes(words));
+    if (kind == schema::Kind::REPLY) deliver(parts_of(env), slot_, as_bytes(words));
   });
   if (kind != schema::Kind::REPLY) held_.push_back(Held{actor, slot_, kj::mv(words)});
 }
 
 template <class Fill>
 SendStatus Node::publish(Peer& p, Fill&& fill) {
-  auto build = [&](schema::FlatBuilder& b) {
-    auto e = b.init_root<schema::Envelope>();
-    fill(e);
-    e.setSequence(p.sequence + 1);
-  };
-  if (p.slot == slot_) {
-    // Loopback: to an actor of this very worker, through the local queue.
-    alignas(8) std::byte area[kFirstSegmentBytes];
-    schema::FlatBuilder b(area);
-    build(b);
-    std::size_t n = b.finish();
-    loopback(n ? copy_words({area, n}) : b.flatten());
-    ++p.sequence;
-    return SendStatus::ok;
-  }
-  if (!ensure_channel(p)) return p.refused ? SendStatus::noproc : SendStatus::broken;
-  BlockState block;
-  for (;;) {
-    // Never reserve more than the ring takes in one frame.
-    const std::size_t reserve = std::min(p.reserve_bytes, p.out.max_payload());
-    auto area = p.out.try_reserve(reserve);
-    if (area.data() != nullptr) {
-      schema::FlatBuilder b(area);
-      build(b);
-      if (std::size_t n = b.finish()) {
-        p.out.commit(schema::kEnvelopeFrame, n);
-        p.reserve_bytes = next_reserve(n);
-        return published(p);
-      }
-      // Bigger than the reservation: flatten on the heap and push a copy.
-      auto words = b.flatten();
-      p.reserve_bytes = next_reserve(words.size() * sizeof(capnp::word));
-      return publish_bytes(p, as_bytes(words), &block);
+  // Built in private memory (hot in our cache), then pushed with one copy:
+  // the consumer polls the frame header (ipc/ring.hpp), so building in the
+  // frame itself would have its polls pull the lines away field by field.
+  alignas(8) std::byte area[kFirstSegmentBytes];
+  schema::FlatBuilder b(std::span<std::byte>(area).first(std::min(p.reserve_bytes, sizeof area)));
+  auto e = b.init_root<schema::Envelope>();
+  fill(e);
+  e.setSequence(p.sequence + 1);
+  if (std::size_t n = b.finish()) {
+    p.reserve_bytes = next_reserve(n);
+    if (p.slot == slot_) {
+      // Loopback: to an actor of this very worker, through the local queue.
+      loopback(copy_words({area, n}));
+      ++p.sequence;
+      return SendStatus::ok;
     }
-    if (p.out.status() != ipc::PushStatus::full) return failed(p, p.out.status());
-    if (auto st = on_full(p, block, reserve); st != SendStatus::ok) return st;
+    return publish_bytes(p, {area, n});
   }
+  // Bigger than the reservation: flatten on the heap and push a copy.
+  auto words = b.flatten();
+  p.reserve_bytes = next_reserve(words.size() * sizeof(capnp::word));
+  return publish_bytes(p, as_bytes(words));
 }
 
 SendStatus Node::publish_bytes(Peer& p, std::span<const std::byte> bytes, BlockState* block) {
@@ -594,15 +591,15 @@ CallResult Node::call(std::uint32_t from_actor, const Target& to, const PayloadF
     return out;
   }
   ++depth_;
-  for (;;) {
+  for (bool first = true;; first = false) {
     auto it = find_pending(corr);
     if (it->second.done) {
       out = std::move(it->second.result);
       pending_.erase(it);
       break;
     }
-    if (Clock::now() >= deadline) {
-      pending_.erase(it);  // a late reply finds no pending call and is dropped
+    if (!first && Clock::now() >= deadline) {  // `deadline` was read just now on the first pass
+      pending_.erase(it);                      // a late reply finds no pending call and is dropped
       out.error_ = CallError::timeout;
       out.text_ = fmt::format("no reply within {} ms", timeout.count());
       break;
@@ -788,7 +785,7 @@ std::size_t Node::drain_inbound(Inbound& in) {
       ~Depth() { --d; }
     } restore{depth_};
     auto err = schema::read_envelope(
-        bytes, {}, [&](schema::Envelope::Reader env) { deliver(env, peer, bytes); });
+        bytes, {}, [&](const schema::EnvelopeParts& m) { deliver(m, peer, bytes); });
     if (err) {
       std::fprintf(stderr, "bulkhead: dropped a garbage message from slot %u: %s\n", peer,
                    err->what.c_str());
@@ -798,14 +795,18 @@ std::size_t Node::drain_inbound(Inbound& in) {
   return n;
 }
 
-void Node::deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
+void Node::deliver(const schema::EnvelopeParts& m, std::uint32_t sender_slot,
                    std::span<const std::byte> bytes) {
-  switch (env.getKind()) {
+  const schema::Envelope::Reader env = m.envelope;
+  // Each header struct is read once (`m` has them from the check): every get
+  // of a struct pointer is a checked traversal, and this runs for every message.
+  const schema::Kind kind = env.getKind();
+  switch (kind) {
     case schema::Kind::REPLY: {
       // A reply to an earlier incarnation of this worker (its caller died,
       // the mailbox was kept) must not complete a call of this one: the
       // correlation ids start again at 1 in every incarnation.
-      const std::uint32_t to_incarnation = env.getDestination().getIncarnation();
+      const std::uint32_t to_incarnation = m.destination.getIncarnation();
       if (to_incarnation != 0 && to_incarnation != incarnation_) return;
       auto it = find_pending(env.getCorrelationId());
       if (it == pending_.end() || it->second.done || it->second.slot != sender_slot) return;
@@ -823,16 +824,17 @@ void Node::deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
     case schema::Kind::CALL:
     case schema::Kind::CAST:
     case schema::Kind::INFO: {
-      const std::uint32_t idx = env.getDestination().getActor();
+      const auto dest = m.destination;
+      const std::uint32_t idx = dest.getActor();
       if (actors_ == nullptr || idx >= actors_->size()) {
-        if (env.getKind() == schema::Kind::CALL) {
+        if (kind == schema::Kind::CALL) {
           send_error_reply(sender_slot, env, schema::ErrorCode::NOPROC,
                            fmt::format("slot {} has no actor {}", slot_, idx));
         }
         return;
       }
-      const std::uint32_t stamp = env.getDestination().getIncarnation();
-      if (env.getKind() == schema::Kind::CALL && stamp != 0 && stamp != incarnation_) {
+      const std::uint32_t stamp = dest.getIncarnation();
+      if (kind == schema::Kind::CALL && stamp != 0 && stamp != incarnation_) {
         // Meant for an incarnation that died: say so (its caller may not
         // have heard of the death yet).
         send_error_reply(
@@ -840,15 +842,17 @@ void Node::deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
             fmt::format("incarnation {} of slot {} is gone (now {})", stamp, slot_, incarnation_));
         return;
       }
-      bool queued =
-          std::any_of(held_.begin(), held_.end(), [&](const Held& h) { return h.actor == idx; });
-      if (busy_[idx] > 0 || queued) {
+      if (busy_[idx] > 0 ||
+          (!held_.empty() && std::any_of(held_.begin(), held_.end(),
+                                         [&](const Held& h) { return h.actor == idx; }))) {
         held_.push_back(Held{idx, sender_slot, copy_words(bytes)});
         return;
       }
       Message msg(env);
-      msg.sender_ =
-          ActorRef{sender_slot, env.getSource().getIncarnation(), env.getSource().getActor()};
+      const auto src = m.source;
+      msg.sender_ = ActorRef{sender_slot, src.getIncarnation(), src.getActor()};
+      msg.value_ = m.value;
+      msg.has_value_ = m.has_value;
       invoke(idx, msg);
       return;
     }
@@ -857,8 +861,8 @@ void Node::deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
       auto p = env.getPayload();
       if (!p.isValue() || p.getValue().which() != schema::Value::SYMBOL) return;
       std::string_view op(p.getValue().getSymbol().cStr(), p.getValue().getSymbol().size());
-      const std::uint32_t local = env.getDestination().getActor();
-      ActorRef remote{sender_slot, env.getSource().getIncarnation(), env.getSource().getActor()};
+      const std::uint32_t local = m.destination.getActor();
+      ActorRef remote{sender_slot, m.source.getIncarnation(), m.source.getActor()};
       std::erase_if(links_, [&](const Link& l) { return l.local == local && l.remote == remote; });
       if (op == "link" && actors_ != nullptr && local < actors_->size()) {
         links_.push_back(Link{local, remote});
@@ -979,6 +983,7 @@ std::vector<std::pair<std::uint64_t, Node::Pending>>::iterator Node::find_pendin
 }
 
 schema::Value::Reader Message::value() const {
+  if (has_value_) return value_;
   auto p = env_.getPayload();
   if (!p.isValue()) throw std::invalid_argument("message payload is not a Value");
   return p.getValue();

@@ -183,7 +183,7 @@ class Node {
   void loopback(kj::Array<capnp::word> words);
   static std::size_t next_reserve(std::size_t used);
   std::size_t drain_inbound(Inbound& in);
-  void deliver(schema::Envelope::Reader env, std::uint32_t sender_slot,
+  void deliver(const schema::EnvelopeParts& m, std::uint32_t sender_slot,
                std::span<const std::byte> bytes);
   void invoke(std::uint32_t actor, const Message& msg);
   void run_handler(std::uint32_t actor, const Message& msg);

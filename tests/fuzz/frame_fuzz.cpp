@@ -319,9 +319,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* in, std::size_t size) 
       case 0:
         ctl->tail.store(arg);
         break;
-      case 1:
-        ctl->tail.store(ctl->tail.load() + arg % (cap + 16));
+      case 1: {
+        // A stamp near the consumer's head: right for its position, or for
+        // a neighbour, an earlier lap or a later one.
+        const std::uint64_t h = ctl->head.load() & ~std::uint64_t{ipc::kFrameAlign - 1};
+        const std::uint64_t at = h + ipc::kFrameAlign * (arg % 8);
+        const std::uint64_t stamps[] = {ipc::stamp_of(at), ipc::stamp_of(at - cap),
+                                        ipc::stamp_of(at + cap), ipc::stamp_of(at + 16), arg};
+        const std::uint64_t stamp = stamps[(arg >> 8) % 5];
+        std::memcpy(data + (at & (cap - 1)), &stamp, 8);
         break;
+      }
       case 2: {
         const std::size_t at = static_cast<std::size_t>((arg >> 40) % (cap - 7));
         std::memcpy(data + at, &arg, 8);

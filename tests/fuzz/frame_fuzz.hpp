@@ -237,8 +237,9 @@ inline Input make_seed(Rng& r) {
   AlignedBuffer mem(ipc::ring_footprint(cap));
   ipc::init_ring(mem.span(), cap);
   auto* ctl = reinterpret_cast<ipc::RingControl*>(mem.p);
-  // Start anywhere (so frames wrap behind pad frames), 8-aligned.
-  const std::uint64_t start = (r() % 1000) * cap + 8 * (r() % (cap / 8));
+  // Start anywhere (so frames wrap behind pad frames), frame-aligned.
+  const std::uint64_t start =
+      (r() % 1000) * cap + ipc::kFrameAlign * (r() % (cap / ipc::kFrameAlign));
   ctl->head.store(start);
   ctl->tail.store(start);
   ipc::RingProducer p(mem.span(), "seed");
@@ -269,7 +270,8 @@ inline Input make_seed(Rng& r) {
   put_u64(&in[9], ctl->tail.load());
   in[17] = static_cast<std::uint8_t>(r() % 2);
   std::memcpy(&in[kHeaderBytes], mem.p + sizeof(ipc::RingControl), cap);
-  // A short script: more frames "appear" (tail moves) or bytes change.
+  // A short script: headers get stamped near the head, tail moves (the
+  // consumer must not care) or bytes change.
   const unsigned ops = static_cast<unsigned>(r() % 4);
   for (unsigned i = 0; i < ops; ++i) {
     std::uint8_t rec[kOpBytes];

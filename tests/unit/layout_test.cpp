@@ -29,7 +29,7 @@ TEST(Layout, SegmentHeaderIsPinned) {
 
 TEST(Layout, RingControlIsPinned) {
   using R = ipc::RingControl;
-  EXPECT_EQ(ipc::kRingLayoutVersion, 2u);
+  EXPECT_EQ(ipc::kRingLayoutVersion, 3u);
   EXPECT_EQ(sizeof(R), 256u);
   EXPECT_EQ(alignof(R), 64u);
   EXPECT_EQ(offsetof(R, magic), 0u);
@@ -43,15 +43,20 @@ TEST(Layout, RingControlIsPinned) {
 }
 
 TEST(Layout, FrameHeaderAndDoorbellArePinned) {
-  EXPECT_EQ(sizeof(ipc::FrameHeader), 8u);
-  EXPECT_EQ(offsetof(ipc::FrameHeader, length), 0u);
-  EXPECT_EQ(offsetof(ipc::FrameHeader, kind), 4u);
+  EXPECT_EQ(sizeof(ipc::FrameHeader), 16u);
+  EXPECT_EQ(offsetof(ipc::FrameHeader, stamp), 0u);
+  EXPECT_EQ(offsetof(ipc::FrameHeader, length), 8u);
+  EXPECT_EQ(offsetof(ipc::FrameHeader, kind), 12u);
+  EXPECT_EQ(ipc::stamp_of(0), 1u);
+  EXPECT_EQ(ipc::stamp_of(4096), 4097u);
+  EXPECT_EQ(ipc::kNoStamp, 0u);
   EXPECT_EQ(sizeof(ipc::DoorbellWord), 64u);
   EXPECT_EQ(offsetof(ipc::DoorbellWord, seq), 0u);
   EXPECT_EQ(offsetof(ipc::DoorbellWord, sleeping), 4u);
-  EXPECT_EQ(ipc::frame_bytes(0), 8u);
-  EXPECT_EQ(ipc::frame_bytes(1), 16u);
-  EXPECT_EQ(ipc::frame_bytes(8), 16u);
+  EXPECT_EQ(ipc::frame_bytes(0), 16u);
+  EXPECT_EQ(ipc::frame_bytes(1), 32u);
+  EXPECT_EQ(ipc::frame_bytes(16), 32u);
+  EXPECT_EQ(ipc::frame_bytes(17), 48u);
 }
 
 }  // namespace
