@@ -104,6 +104,14 @@ int futex_wake(std::atomic<std::uint32_t>* word, int n) noexcept;
 // milliseconds in the kernel (tearing its memory down), and a woken thread
 // placed behind it otherwise waits that long.  0 restores the default.
 // Returns 0 or an errno value (older kernels accept it and ignore it).
+//
+// Off unless BULKHEAD_SHORT_SLICE=1 is in the environment.  An ftrace showed
+// the DeathWatch thread queued 0.8 ms behind a dying Python worker, and the
+// short slice fixed that (it preempted the teardown at once), but end to end
+// it lost: with the supervisor, its watcher, the zygotes and new workers all
+// on short slices, py_restart_ready was 2.23-2.51 ms against 2.04-2.25 ms
+// without (three interleaved pairs), the new worker preempting the
+// supervisor before its ready report was read.
 int request_slice(std::chrono::nanoseconds slice) noexcept;
 inline constexpr std::chrono::nanoseconds kShortSlice{100'000};  // the kernel's minimum
 
