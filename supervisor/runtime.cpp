@@ -832,8 +832,6 @@ void Runtime::start_worker(Child& c) {
   c.capture->attach(c.pid, std::move(s.out), std::move(s.err));
   ipc::check_sys(::fcntl(c.control.get(), F_SETFL, O_NONBLOCK), "fcntl control socket");
   c.spawned_at = Clock::now();
-  // reset_control_ring / format_mailbox cleared the cell: the new process arms it.
-  if (death_watch_) death_watch_->add(death_key(c.slot, c.incarnation), view.liveness);
   watch(c.pidfd.get(), Watch::Type::pidfd, &c);
   watch(c.control.get(), Watch::Type::control, &c);
   if (c.capture->out_fd() >= 0) watch(c.capture->out_fd(), Watch::Type::output, &c);
@@ -1308,6 +1306,16 @@ void Runtime::on_control_readable(Child& c) {
               spdlog::info("{}: pid {} ready in {:.2f} ms", c.path, c.pid, ms);
               event("ready", &c, fmt::format(R"("ready_ms":{:.3f})", ms));
               c.running = true;
+              // Watched from now on if it armed its liveness cell (before
+              // its ready report: ipc/liveness.hpp; start_worker cleared the
+              // cell).  One that did not (a small worker) costs the watcher
+              // nothing, not even a wake-up.
+              if (death_watch_ && c.segment) {
+                auto* cell = ipc::mailbox_view(*c.segment, mailbox_layout_).liveness;
+                if (cell->word.load(std::memory_order_acquire) != 0) {
+                  death_watch_->add(death_key(c.slot, c.incarnation), cell);
+                }
+              }
               broadcast_up(c);
               on_child_started(*c.owner, c);
             }
