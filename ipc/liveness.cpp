@@ -1,6 +1,5 @@
 #include "ipc/liveness.hpp"
 
-#include <fcntl.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
@@ -10,11 +9,9 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <cerrno>
 #include <climits>
 #include <cstddef>
-#include <string>
 
 namespace bulkhead::ipc {
 
@@ -78,8 +75,7 @@ int arm_death_notice(LivenessCell* cell) noexcept {
   std::atomic_signal_fence(std::memory_order_seq_cst);  // linked before it is reachable
   head->list.next = reinterpret_cast<robust_list*>(node);
   // The parent's watcher waits for the word to leave 0.
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&cell->word), FUTEX_WAKE, INT_MAX, nullptr,
-            nullptr, 0);
+  (void)futex_wake(&cell->word, INT_MAX);
   return 0;
 #else
   return ENOTSUP;
@@ -106,46 +102,9 @@ void disarm_death_notice(LivenessCell* cell) noexcept {
 }
 
 std::optional<ExitStatus> exiting_status(pid_t pid) {
-  if (pid <= 0) return std::nullopt;
-  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return std::nullopt;
-  std::array<char, 2048> buf{};
-  ssize_t n = 0;
-  do {
-    n = ::read(fd.get(), buf.data(), buf.size() - 1);
-  } while (n < 0 && errno == EINTR);
-  if (n <= 0) return std::nullopt;
-  std::string_view text(buf.data(), static_cast<std::size_t>(n));
-  // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so
-  // the fields start after the last ')'.  Field 3 is the first one there.
-  const auto close = text.rfind(')');
-  if (close == std::string_view::npos) return std::nullopt;
-  text.remove_prefix(close + 1);
-  std::array<std::string_view, 53> field{};  // field[k] = the k-th field (1-based)
-  std::size_t k = 3;
-  while (!text.empty() && k < field.size()) {
-    while (!text.empty() && (text.front() == ' ' || text.front() == '\n')) text.remove_prefix(1);
-    const auto end = std::min(text.find_first_of(" \n"), text.size());
-    if (end == 0) break;
-    field[k++] = text.substr(0, end);
-    text.remove_prefix(end);
-  }
-  if (k < field.size()) return std::nullopt;  // exit_code (field 52) missing: kernel < 3.5
-  auto number = [](std::string_view s, unsigned long long& out) {
-    out = 0;
-    if (s.empty()) return false;
-    for (char ch : s) {
-      if (ch < '0' || ch > '9') return false;
-      out = out * 10 + static_cast<unsigned>(ch - '0');
-    }
-    return true;
-  };
-  unsigned long long flags = 0, code = 0;
-  if (!number(field[9], flags) || !number(field[52], code)) {
-    return std::nullopt;
-  }
-  if ((flags & kPfExiting) == 0) return std::nullopt;
+  auto stat = read_proc_stat(pid);
+  if (!stat || (stat->flags & kPfExiting) == 0) return std::nullopt;
+  const std::uint64_t code = stat->exit_code;
   ExitStatus st;
   if ((code & 0x7f) != 0) {
     st.signaled = true;
@@ -251,7 +210,6 @@ void DeathWatch::run(Shard& s) {
   ::sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, nullptr);
   (void)::pthread_setname_np(::pthread_self(), "bh-deathwatch");
-  (void)request_slice(kShortSlice);  // see sys.hpp: it must not queue behind the dying
   std::vector<struct futex_waitv> waiters;
   waiters.reserve(kPerThread + 1);
   for (;;) {

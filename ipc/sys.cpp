@@ -2,15 +2,15 @@
 
 #include <fcntl.h>
 #include <linux/futex.h>
-#include <sched.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
 #include <climits>
-#include <cstdlib>
-#include <fstream>
-#include <sstream>
+#include <string_view>
 
 namespace bulkhead::ipc {
 
@@ -26,33 +26,44 @@ void UniqueFd::reset(int fd) noexcept {
   fd_ = fd;
 }
 
-namespace {
-
-struct ProcStat {
-  char state = '?';
-  std::uint64_t start_time = 0;
-};
-
 std::optional<ProcStat> read_proc_stat(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  if (!in) return std::nullopt;
-  std::string line;
-  std::getline(in, line);
-  // comm (field 2) may contain spaces and parentheses: parse after the last ')'.
-  auto close = line.rfind(')');
-  if (close == std::string::npos) return std::nullopt;
-  std::istringstream rest(line.substr(close + 1));
-  ProcStat st;
-  if (!(rest >> st.state)) return std::nullopt;  // field 3
-  std::string field;
-  for (int i = 4; i <= 21; ++i) {  // fields 4..21 precede starttime (22)
-    if (!(rest >> field)) return std::nullopt;
+  if (pid <= 0) return std::nullopt;
+  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return std::nullopt;
+  std::array<char, 2048> buf{};
+  ssize_t n = 0;
+  do {
+    n = ::read(fd.get(), buf.data(), buf.size() - 1);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) return std::nullopt;
+  std::string_view text(buf.data(), static_cast<std::size_t>(n));
+  // "pid (comm) state ppid ...": comm (field 2) may hold spaces and
+  // parentheses, so the fields start after the last ')', at field 3.
+  const auto close = text.rfind(')');
+  if (close == std::string_view::npos) return std::nullopt;
+  text.remove_prefix(close + 1);
+  std::array<std::string_view, 53> field{};  // field[k] = the k-th field (1-based)
+  std::size_t k = 3;
+  while (k < field.size()) {
+    while (!text.empty() && (text.front() == ' ' || text.front() == '\n')) text.remove_prefix(1);
+    const auto end = std::min(text.find_first_of(" \n"), text.size());
+    if (end == 0) break;
+    field[k++] = text.substr(0, end);
+    text.remove_prefix(end);
   }
-  if (!(rest >> st.start_time)) return std::nullopt;
+  auto number = [](std::string_view f, std::uint64_t& out) {
+    auto [ptr, ec] = std::from_chars(f.data(), f.data() + f.size(), out);
+    return ec == std::errc{} && ptr == f.data() + f.size();
+  };
+  ProcStat st;
+  if (field[3].size() != 1 || !number(field[9], st.flags) || !number(field[22], st.start_time)) {
+    return std::nullopt;
+  }
+  st.state = field[3][0];
+  if (!field[52].empty() && !number(field[52], st.exit_code)) return std::nullopt;
   return st;
 }
-
-}  // namespace
 
 std::optional<std::uint64_t> process_start_time(pid_t pid) {
   auto st = read_proc_stat(pid);
@@ -87,27 +98,6 @@ int futex_wake(std::atomic<std::uint32_t>* word, int n) noexcept {
   long r = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE, n, nullptr,
                      nullptr, 0);
   return r < 0 ? 0 : static_cast<int>(r);
-}
-
-int request_slice(std::chrono::nanoseconds slice) noexcept {
-  // Opt-in (BULKHEAD_SHORT_SLICE=1), see sys.hpp: measured, it did not pay.
-  if (const char* v = std::getenv("BULKHEAD_SHORT_SLICE"); v == nullptr || v[0] != '1') return 0;
-  struct {  // struct sched_attr, SCHED_ATTR_SIZE_VER0
-    std::uint32_t size;
-    std::uint32_t sched_policy;
-    std::uint64_t sched_flags;
-    std::int32_t sched_nice;
-    std::uint32_t sched_priority;
-    std::uint64_t sched_runtime;
-    std::uint64_t sched_deadline;
-    std::uint64_t sched_period;
-  } attr{};
-  attr.size = sizeof attr;
-  attr.sched_policy = SCHED_OTHER;
-  attr.sched_nice = ::getpriority(PRIO_PROCESS, 0);  // keep the thread's nice value
-  attr.sched_runtime = static_cast<std::uint64_t>(slice.count());
-  if (::syscall(SYS_sched_setattr, 0, &attr, 0) != 0) return errno;
-  return 0;
 }
 
 }  // namespace bulkhead::ipc

@@ -82,6 +82,17 @@ class UniqueFd {
   int fd_ = -1;
 };
 
+// Fields of /proc/PID/stat (of its main thread), or nullopt if the process
+// does not exist (or /proc cannot be read).
+struct ProcStat {
+  char state = '?';              // field 3: R, S, D, Z, ...
+  std::uint64_t flags = 0;       // field 9: the kernel's PF_* flags
+  std::uint64_t start_time = 0;  // field 22: clock ticks since boot
+  std::uint64_t exit_code = 0;   // field 52 (Linux 3.5+; 0 if absent or not ours to see): a
+                                 // wait status, as waitpid would give it
+};
+std::optional<ProcStat> read_proc_stat(pid_t pid);
+
 // Start time of `pid` in clock ticks since boot, or nullopt if the process
 // does not exist (or /proc cannot be read).
 std::optional<std::uint64_t> process_start_time(pid_t pid);
@@ -96,24 +107,6 @@ void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
                 std::optional<Deadline> deadline) noexcept;
 // Wakes up to `n` waiters.  Returns the number woken.
 int futex_wake(std::atomic<std::uint32_t>* word, int n) noexcept;
-
-// Asks the scheduler for a short time slice (EEVDF's per-task slice, Linux
-// 6.12+; unprivileged) for the calling thread: it then preempts a task with a
-// long slice when it wakes instead of queueing behind it.  A thread on the
-// restart path wants that: the killed worker's exit holds a CPU for up to
-// milliseconds in the kernel (tearing its memory down), and a woken thread
-// placed behind it otherwise waits that long.  0 restores the default.
-// Returns 0 or an errno value (older kernels accept it and ignore it).
-//
-// Off unless BULKHEAD_SHORT_SLICE=1 is in the environment.  An ftrace showed
-// the DeathWatch thread queued 0.8 ms behind a dying Python worker, and the
-// short slice fixed that (it preempted the teardown at once), but end to end
-// it lost: with the supervisor, its watcher, the zygotes and new workers all
-// on short slices, py_restart_ready was 2.23-2.51 ms against 2.04-2.25 ms
-// without (three interleaved pairs), the new worker preempting the
-// supervisor before its ready report was read.
-int request_slice(std::chrono::nanoseconds slice) noexcept;
-inline constexpr std::chrono::nanoseconds kShortSlice{100'000};  // the kernel's minimum
 
 // One CPU relaxation hint for spin loops.
 inline void cpu_relax() noexcept {

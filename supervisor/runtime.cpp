@@ -207,6 +207,15 @@ void Runtime::event(const std::string& name, const Child* c, const std::string& 
   }
 }
 
+// How a reaped child ended, from waitid's answer.
+static ipc::ExitStatus exit_status_of(const siginfo_t& si) {
+  ipc::ExitStatus st;
+  st.signaled = si.si_code == CLD_KILLED || si.si_code == CLD_DUMPED;
+  st.core_dumped = si.si_code == CLD_DUMPED;
+  st.number = si.si_status;
+  return st;
+}
+
 // A worker incarnation's key in the DeathWatch.
 static std::uint64_t death_key(std::uint32_t slot, std::uint32_t incarnation) {
   return (static_cast<std::uint64_t>(slot) << 32) | incarnation;
@@ -287,9 +296,6 @@ int Runtime::run() {
   if (!options_.socket_path.empty()) open_attach_socket();
   event("supervisor_started", nullptr,
         fmt::format(R"("pid":{},"socket":"{}")", ::getpid(), json_escape(options_.socket_path)));
-  // The event loop works in short bursts, and on the restart path it must not
-  // wait behind a dying worker's exit (ipc/sys.hpp).
-  (void)ipc::request_slice(ipc::kShortSlice);
   start_node(root_);
   std::array<epoll_event, 64> evs;
   while (!done_) {
@@ -1137,11 +1143,7 @@ void Runtime::reap_worker(Child& c) {
       si.si_pid == 0) {
     return;
   }
-  ipc::ExitStatus st;
-  st.signaled = si.si_code == CLD_KILLED || si.si_code == CLD_DUMPED;
-  st.core_dumped = si.si_code == CLD_DUMPED;
-  st.number = si.si_status;
-  finish_worker(c, c.pid, st);
+  finish_worker(c, c.pid, exit_status_of(si));
 }
 
 void Runtime::on_death_notices() {
@@ -1151,8 +1153,9 @@ void Runtime::on_death_notices() {
     if (it == endpoints_.end() || it->second->is_client) continue;
     auto& c = static_cast<Child&>(*it->second);
     if (death_key(c.slot, c.incarnation) != n.key || c.pid <= 0 || !c.pidfd) continue;  // stale
-    // The sentinel thread is gone; the main thread follows within
-    // microseconds (the same fatal signal, or it is the one exiting).
+    // The thread that armed the cell is exiting.  If it is not the main
+    // thread, the main thread follows within microseconds (the same fatal
+    // signal or exit_group): ask /proc again briefly.
     auto st = ipc::exiting_status(c.pid);
     for (auto until = Clock::now() + std::chrono::milliseconds(2); !st && Clock::now() < until;) {
       timespec pause{0, 50'000};
@@ -1161,8 +1164,8 @@ void Runtime::on_death_notices() {
     }
     if (!st) {
       // The kernel sets FUTEX_OWNER_DIED only for an exiting thread, and the
-      // sentinel never exits alone: a word that changed while the process
-      // lives was written by the worker.
+      // armed thread serves the worker until the process ends: a word that
+      // changed while the process lives was written by the worker.
       spdlog::warn(
           "{}: pid {} changed its liveness word from {:#x} to {:#x} while alive; its death "
           "will be seen when the kernel reports it",
@@ -1195,11 +1198,8 @@ void Runtime::reap_corpse(int fd) {
   }
   // (An error is ECHILD: reaped already, by reap_strays say.)
   if (si.si_pid != 0) {
-    ipc::ExitStatus final_st;
-    final_st.signaled = si.si_code == CLD_KILLED || si.si_code == CLD_DUMPED;
-    final_st.core_dumped = si.si_code == CLD_DUMPED;
-    final_st.number = si.si_status;
-    if (!(final_st == it->second.early)) {
+    const ipc::ExitStatus final_st = exit_status_of(si);
+    if (final_st != it->second.early) {
       spdlog::debug("{}: pid {} reaped with status {}/{}, its death notice said {}/{}",
                     it->second.path, it->second.pid, final_st.signaled, final_st.number,
                     it->second.early.signaled, it->second.early.number);

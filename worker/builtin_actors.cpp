@@ -572,6 +572,20 @@ class Garbler : public Actor {
     std::memcpy(static_cast<void*>(p), &w, sizeof w);
   }
 
+  // A cast envelope from this actor to `target` in `mb`; returns its value.
+  schema::Value::Builder init_cast(capnp::MessageBuilder& mb, ActorRef target) {
+    auto e = mb.initRoot<schema::Envelope>();
+    e.setKind(schema::Kind::CAST);
+    auto d = e.initDestination();
+    d.setWorker(target.worker);
+    d.setActor(target.actor);
+    auto s = e.initSource();
+    s.setWorker(ctx().self().worker);
+    s.setIncarnation(ctx().self().incarnation);
+    s.setActor(ctx().self().actor);
+    return e.getPayload().initValue();
+  }
+
   // The pointer section of a struct: right after its data section.
   template <class B>
   static capnp::word* pointers_of(B b) {
@@ -586,18 +600,7 @@ class Garbler : public Actor {
   // reading (a handler converting the value) goes past it.  Then one valid
   // cast `inc`.  Returns the number of frames written.
   long long amplify(const ipc::ChannelView& view, ipc::Doorbell& bell, ActorRef target) {
-    auto cast = [&](capnp::MessageBuilder& mb) {
-      auto e = mb.initRoot<schema::Envelope>();
-      e.setKind(schema::Kind::CAST);
-      auto d = e.initDestination();
-      d.setWorker(target.worker);
-      d.setActor(target.actor);
-      auto s = e.initSource();
-      s.setWorker(ctx().self().worker);
-      s.setIncarnation(ctx().self().incarnation);
-      s.setActor(ctx().self().actor);
-      return e.getPayload().initValue();
-    };
+    auto cast = [&](capnp::MessageBuilder& mb) { return init_cast(mb, target); };
     capnp::MallocMessageBuilder mb(4096);  // one segment: offsets stay inside it
     auto outer = cast(mb).initList(60);
     auto inner = outer[0].initList(100);
@@ -636,16 +639,7 @@ class Garbler : public Actor {
   long long junk(const ipc::ChannelView& view, ipc::Doorbell& bell, ActorRef target) {
     ipc::RingProducer prod(view.ring, "garbler", &bell);
     capnp::MallocMessageBuilder mb;
-    auto e = mb.initRoot<schema::Envelope>();
-    e.setKind(schema::Kind::CAST);
-    auto d = e.initDestination();
-    d.setWorker(target.worker);
-    d.setActor(target.actor);
-    auto s = e.initSource();
-    s.setWorker(ctx().self().worker);
-    s.setIncarnation(ctx().self().incarnation);
-    s.setActor(ctx().self().actor);
-    e.getPayload().initValue().setSymbol("inc");
+    init_cast(mb, target).setSymbol("inc");
     auto words = capnp::messageToFlatArray(mb);
     std::vector<std::byte> valid(words.size() * sizeof(capnp::word));
     std::memcpy(valid.data(), words.begin(), valid.size());

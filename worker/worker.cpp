@@ -223,10 +223,6 @@ class ActorContext final : public Context {
 
 }  // namespace
 
-// Set in the zygote (and so in every worker it forks): the zygote asked for
-// a short scheduler slice, which its workers drop once ready.
-static bool g_short_slice_inherited = false;
-
 // Workers with less resident memory than this are not armed for early death
 // notices (see Dispatcher::run).
 constexpr long kDeathNoticeMinKib = 8 * 1024;
@@ -284,10 +280,6 @@ class Dispatcher {
     // death from the pidfd, as before.
     if (resident_kib() >= kDeathNoticeMinKib) (void)ipc::arm_death_notice(liveness_);
     report_ready(control_fd_);
-    // A worker forked by a zygote inherited its short slice (it got here
-    // without queueing behind the worker it replaces); the actors get the
-    // default one.  (A program that runs its worker otherwise keeps its own.)
-    if (g_short_slice_inherited) (void)ipc::request_slice(std::chrono::nanoseconds{0});
     for (;;) {
       if (hooks_.before_wait) hooks_.before_wait();
       node.wait(std::nullopt);
@@ -595,10 +587,6 @@ Spare make_spare(pid_t supervisor, const ActorRegistry& registry, const RunHooks
 // request only hands it the fds; the next spare is forked after the answer.
 int zygote_loop(const ActorRegistry& registry, const RunHooks& hooks) {
   const pid_t supervisor = ::getppid();
-  // On the restart path: a short slice, so that a request does not wait
-  // behind the dying worker's exit on this CPU (ipc/sys.hpp).  Its workers
-  // inherit it until they are ready.
-  g_short_slice_inherited = ipc::request_slice(ipc::kShortSlice) == 0;
   const int sock = kSegmentFd;
   ::signal(SIGCHLD, SIG_DFL);
   Spare spare;
