@@ -516,13 +516,7 @@ SendStatus Node::publish(Peer& p, Fill&& fill) {
   e.setSequence(p.sequence + 1);
   if (std::size_t n = b.finish()) {
     p.reserve_bytes = next_reserve(n);
-    if (p.slot == slot_) {
-      // Loopback: to an actor of this very worker, through the local queue.
-      loopback(copy_words({area, n}));
-      ++p.sequence;
-      return SendStatus::ok;
-    }
-    return publish_bytes(p, {area, n});
+    return publish_bytes(p, {area, n});  // (or the local queue, for our own actors)
   }
   // Bigger than the reservation: flatten on the heap and push a copy.
   auto words = b.flatten();
