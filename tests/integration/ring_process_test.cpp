@@ -104,6 +104,11 @@ TEST(RingProcess, ProducerKilledMidStreamLeavesOnlyWholeFrames) {
     }
     ASSERT_GE(expected, kill_after) << "the producer made no progress";
     // Let it run on a little, without us: it writes while we are not looking.
+    // Wait until it has published at least one more frame (on a loaded machine
+    // a bare sleep may pass with the producer never scheduled), then a while.
+    const auto more_deadline = Clock::now() + 20s;
+    while (!c.readable() && Clock::now() < more_deadline) std::this_thread::yield();
+    ASSERT_TRUE(c.readable()) << "the producer wrote nothing after frame " << expected;
     std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
     producer.kill(SIGKILL);
     const int status = producer.wait();
