@@ -183,8 +183,7 @@ PushStatus RingProducer::push(std::uint32_t kind, std::span<const std::byte> dat
                               Deadline deadline) noexcept {
   auto area = reserve(data.size(), deadline);
   if (area.data() == nullptr) return status_;
-  if (!data.empty()) std::memcpy(area.data(), data.data(), data.size());
-  commit(kind, data.size());
+  copy_and_commit(kind, area.data(), data);
   return PushStatus::ok;
 }
 

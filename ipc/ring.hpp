@@ -53,6 +53,7 @@
 // thread at a time.  All hot-path calls are noexcept and allocation-free.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -166,8 +167,9 @@ class RingProducer {
   // nullptr if full / too big / broken (see status()).  Nothing is visible to
   // the consumer until commit().
   [[nodiscard]] std::span<std::byte> try_reserve(std::size_t len) noexcept;
-  // Publishes the reserved frame with `len` <= reserved bytes.
-  void commit(std::uint32_t kind, std::size_t len) noexcept;
+  // Publishes the reserved frame with `len` <= reserved bytes.  `head`, if
+  // given, is copied to the start of the payload first (see copy_and_commit).
+  void commit(std::uint32_t kind, std::size_t len, std::span<const std::byte> head = {}) noexcept;
   // Reserve + copy + commit.
   [[nodiscard]] PushStatus try_push(std::uint32_t kind, std::span<const std::byte> data) noexcept;
   // Like try_push, but waits (spin, then futex on producer_waiting) for space until
@@ -189,6 +191,8 @@ class RingProducer {
 
  private:
   bool refresh_head() noexcept;
+  void copy_and_commit(std::uint32_t kind, std::byte* area,
+                       std::span<const std::byte> data) noexcept;
   void mark_broken(const char* field, std::uint64_t value) noexcept;
 
   RingControl* ctl_ = nullptr;
@@ -289,7 +293,8 @@ inline std::span<std::byte> RingProducer::try_reserve(std::size_t len) noexcept 
   return {data_ + at + sizeof(FrameHeader), need - sizeof(FrameHeader)};
 }
 
-inline void RingProducer::commit(std::uint32_t kind, std::size_t len) noexcept {
+inline void RingProducer::commit(std::uint32_t kind, std::size_t len,
+                                 std::span<const std::byte> head) noexcept {
   if (len > reserved_len_) len = reserved_len_;  // caller bug; never overrun
   const std::size_t pos = tail_ & mask_;
   const std::uint64_t start = tail_ + reserved_pad_;  // where the frame goes
@@ -300,6 +305,7 @@ inline void RingProducer::commit(std::uint32_t kind, std::size_t len) noexcept {
   // try_reserve), so no reader looks at it now; relaxed, ordered before the
   // stamp below by its release.
   stamp_at(data_ + (end & mask_)).store(kNoStamp, std::memory_order_relaxed);
+  if (!head.empty()) std::memcpy(frame + sizeof(FrameHeader), head.data(), head.size());
   const std::uint32_t lk[2] = {static_cast<std::uint32_t>(len), kind};
   std::memcpy(frame + offsetof(FrameHeader, length), lk, sizeof lk);
   // Release: pairs with the consumer's acquire load of the stamp in
@@ -320,12 +326,25 @@ inline void RingProducer::commit(std::uint32_t kind, std::size_t len) noexcept {
   if (doorbell_ != nullptr) doorbell_->ring();
 }
 
+inline void RingProducer::copy_and_commit(std::uint32_t kind, std::byte* area,
+                                          std::span<const std::byte> data) noexcept {
+  // The frame's first cache line holds its stamp, which a waiting consumer
+  // polls: each store to that line while the consumer looks at it costs one
+  // more transfer of the line between the CPUs.  So the payload past that
+  // line goes first, and the first line's stores (the payload's first bytes,
+  // length and kind, the stamp) come last, back to back: one transfer.
+  const auto at = reinterpret_cast<std::uintptr_t>(area);
+  const std::size_t to_line_end = ((at | (kCacheLine - 1)) + 1) - at;
+  const std::size_t first = std::min(data.size(), to_line_end);
+  if (data.size() > first) std::memcpy(area + first, data.data() + first, data.size() - first);
+  commit(kind, data.size(), data.first(first));
+}
+
 inline PushStatus RingProducer::try_push(std::uint32_t kind,
                                          std::span<const std::byte> data) noexcept {
   auto area = try_reserve(data.size());
   if (area.data() == nullptr) return status_;
-  if (!data.empty()) std::memcpy(area.data(), data.data(), data.size());
-  commit(kind, data.size());
+  copy_and_commit(kind, area.data(), data);
   return PushStatus::ok;
 }
 

@@ -21,7 +21,7 @@ void walk_text(capnp::Text::Reader t) {
   (void)t.size();
 }
 
-void walk(Value::Reader v) {
+void walk(const Value::Reader& v) {
   switch (v.which()) {
     case Value::TEXT:
       walk_text(v.getText());
@@ -115,7 +115,110 @@ void walk(ExitReason::Reader r) {
   }
 }
 
+// The structural check behind plain_root() (see codec.hpp), over the words
+// of one segment.  Offsets are in words; nothing outside the segment is read.
+class PlainCheck {
+ public:
+  PlainCheck(const std::byte* segment, std::size_t words) : seg_(segment), words_(words) {}
+
+  // The pointer in word `at` (inside the segment) and all it leads to.
+  bool pointer(std::size_t at, unsigned depth) {
+    const std::uint64_t p = word_at(at);
+    if (p == 0) return true;  // null
+    if (depth == 0 || budget_ == 0) return false;
+    --budget_;
+    const auto lo = static_cast<std::uint32_t>(p);
+    const auto hi = static_cast<std::uint32_t>(p >> 32);
+    // Signed offset from the end of the pointer, in the upper 30 bits of `lo`.
+    const std::int64_t target =
+        static_cast<std::int64_t>(at) + 1 + (static_cast<std::int32_t>(lo) >> 2);
+    switch (lo & 3u) {
+      case 0:  // struct: data words, then pointers
+        return structure(target, hi & 0xffffu, hi >> 16, depth);
+      case 1:
+        return list(target, hi & 7u, hi >> 3, depth);
+      default:  // far pointer (another segment) or capability: not plain
+        return false;
+    }
+  }
+
+ private:
+  [[nodiscard]] std::uint64_t word_at(std::size_t at) const {
+    std::uint64_t w;
+    std::memcpy(&w, seg_ + at * sizeof(capnp::word), sizeof w);
+    return w;
+  }
+  [[nodiscard]] bool inside(std::int64_t start, std::uint64_t size) const {
+    return start >= 0 && static_cast<std::uint64_t>(start) <= words_ &&
+           size <= words_ - static_cast<std::uint64_t>(start);
+  }
+  bool structure(std::int64_t at, std::uint64_t data, std::uint64_t ptrs, unsigned depth) {
+    if (!inside(at, data + ptrs)) return false;
+    for (std::uint64_t i = 0; i < ptrs; ++i) {
+      if (!pointer(static_cast<std::size_t>(at) + data + i, depth - 1)) return false;
+    }
+    return true;
+  }
+  bool list(std::int64_t at, unsigned element_size, std::uint64_t count, unsigned depth) {
+    switch (element_size) {
+      case 0:  // void: no bytes, but a reader may still iterate `count` times
+        return count <= kPlainMaxEmpty;
+      case 1:  // bits
+        return inside(at, (count + 63) / 64);
+      case 2:
+        return inside(at, (count + 7) / 8);
+      case 3:
+        return inside(at, (count + 3) / 4);
+      case 4:
+        return inside(at, (count + 1) / 2);
+      case 5:
+        return inside(at, count);
+      case 6:  // pointers
+        if (!inside(at, count)) return false;
+        for (std::uint64_t i = 0; i < count; ++i) {
+          if (!pointer(static_cast<std::size_t>(at) + i, depth - 1)) return false;
+        }
+        return true;
+      default: {  // inline composite: a struct-shaped tag word, then `count` words
+        if (!inside(at, count + 1)) return false;
+        const std::uint64_t tag = word_at(static_cast<std::size_t>(at));
+        if ((tag & 3u) != 0) return false;  // the tag must describe structs
+        const std::uint64_t n = static_cast<std::uint32_t>(tag) >> 2;  // element count
+        const std::uint64_t data = (tag >> 32) & 0xffffu, ptrs = tag >> 48;
+        const std::uint64_t per = data + ptrs;
+        if (per == 0 ? n > kPlainMaxEmpty : n > count / per) return false;
+        for (std::uint64_t e = 0; e < n; ++e) {
+          const std::size_t base = static_cast<std::size_t>(at) + 1 + e * per + data;
+          for (std::uint64_t j = 0; j < ptrs; ++j) {
+            if (!pointer(base + j, depth - 1)) return false;
+          }
+        }
+        return true;
+      }
+    }
+  }
+
+  const std::byte* seg_;
+  std::uint64_t words_;
+  unsigned budget_ = kPlainMaxPointers;
+};
+
 }  // namespace
+
+const capnp::word* plain_root(std::span<const std::byte> bytes) noexcept {
+  if (bytes.size() > kPlainMaxBytes || bytes.size() < 2 * sizeof(capnp::word) ||
+      bytes.size() % sizeof(capnp::word) != 0 ||
+      reinterpret_cast<std::uintptr_t>(bytes.data()) % sizeof(capnp::word) != 0) {
+    return nullptr;
+  }
+  std::uint32_t table[2];  // segment count - 1, then the first segment's words
+  std::memcpy(table, bytes.data(), sizeof table);
+  const std::size_t words = bytes.size() / sizeof(capnp::word) - 1;
+  if (table[0] != 0 || table[1] != words) return nullptr;
+  const std::byte* segment = bytes.data() + sizeof(capnp::word);
+  if (!PlainCheck(segment, words).pointer(0, kPlainMaxDepth)) return nullptr;
+  return reinterpret_cast<const capnp::word*>(segment);
+}
 
 kj::ArrayPtr<capnp::word> AreaMessageBuilder::allocateSegment(unsigned int minimum_words) {
   if (!first_used_) {
@@ -157,7 +260,8 @@ EnvelopeParts walk_envelope(Envelope::Reader e) {
     case Envelope::Payload::VALUE:
       parts.value = p.getValue();
       parts.has_value = true;
-      walk(parts.value);
+      // Scalars (the common case) have nothing to follow.
+      if (parts.value.which() >= Value::TEXT) walk(parts.value);
       break;
     case Envelope::Payload::EXIT_REASON:
       walk(p.getExitReason());

@@ -185,6 +185,31 @@ struct EnvelopeParts {
 // checks); returns the parts it read.
 EnvelopeParts walk_envelope(Envelope::Reader e);
 
+// The fast path of read_envelope.  Cap'n Proto's checked reader costs more
+// to set up (its arena, its read limiter, a checked root) than a small
+// envelope costs to read, on every message.  Instead, a message that is
+//   - one segment, its table exactly matching `bytes`, at most kPlainMaxBytes,
+//   - made of struct pointers and lists only (no far pointers, no
+//     capabilities), every one of them, followed by its own wire kind,
+//     inside the segment,
+//   - at most kPlainMaxDepth deep, with at most kPlainMaxPointers non-null
+//     pointers on all paths from the root (so no cycles, and a bounded
+//     amount of reading however it is traversed), and no list of more than
+//     kPlainMaxEmpty zero-sized elements (free to send, slow to iterate)
+// is read through capnp::readMessageUnchecked: every pointer any schema
+// reader may follow has been checked, and what the unchecked reader still
+// checks (pointer kinds, list element sizes, text terminators) it checks as
+// the checked one does.  Anything else takes the checked path.  The fuzz
+// stage compares the two on arbitrary bytes (tests/fuzz).
+inline constexpr std::size_t kPlainMaxBytes = 16 * 1024;
+inline constexpr unsigned kPlainMaxDepth = 32;
+inline constexpr unsigned kPlainMaxPointers = 512;
+inline constexpr std::uint64_t kPlainMaxEmpty = 4096;
+
+// The root pointer of `bytes` (an aligned flat message) if it passes the
+// check above, else nullptr.
+const capnp::word* plain_root(std::span<const std::byte> bytes) noexcept;
+
 // validate_envelope + read in place with one reader: walks the whole
 // Envelope (a failure there is a DecodeError and `use` is not called), then
 // calls use(Envelope::Reader), or use(const EnvelopeParts&) if `use` takes
@@ -202,12 +227,19 @@ std::optional<DecodeError> read_envelope(std::span<const std::byte> bytes, const
   opts.nestingLimit = static_cast<int>(limits.nesting);
   std::optional<capnp::FlatArrayMessageReader> reader;
   EnvelopeParts parts;
+  // The fast path only where the caller's limits are not tighter than its own.
+  const bool may_be_plain = limits.nesting >= kPlainMaxDepth &&
+                            limits.traversal_words >= kPlainMaxPointers * (kPlainMaxBytes / 8);
   try {
-    reader.emplace(
-        kj::ArrayPtr<const capnp::word>(reinterpret_cast<const capnp::word*>(bytes.data()),
-                                        bytes.size() / sizeof(capnp::word)),
-        opts);
-    parts = walk_envelope(reader->getRoot<Envelope>());
+    if (const capnp::word* root = may_be_plain ? plain_root(bytes) : nullptr) {
+      parts = walk_envelope(capnp::readMessageUnchecked<Envelope>(root));
+    } else {
+      reader.emplace(
+          kj::ArrayPtr<const capnp::word>(reinterpret_cast<const capnp::word*>(bytes.data()),
+                                          bytes.size() / sizeof(capnp::word)),
+          opts);
+      parts = walk_envelope(reader->getRoot<Envelope>());
+    }
   } catch (const kj::Exception& e) {
     auto d = e.getDescription();
     return DecodeError{std::string("invalid Cap'n Proto message: ") +

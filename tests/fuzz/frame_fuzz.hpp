@@ -400,6 +400,7 @@ struct Stats {
   std::uint64_t frames = 0;
   std::uint64_t envelopes_valid = 0;
   std::uint64_t envelopes_rejected = 0;
+  std::uint64_t envelopes_plain = 0;  // taken by the unchecked fast path (plain_root)
   std::uint64_t broken = 0;
   std::uint64_t pushed = 0;
 };

@@ -179,14 +179,15 @@ int main(int argc, char** argv) {
   const auto& s = bulkhead::fuzz::stats();
   std::printf(
       "frame-fuzz: seed %llu, %llu inputs in %.2f s: %llu frames, %llu envelopes valid, %llu "
-      "rejected, %llu broken rings, %llu pushes after attach\n",
+      "rejected, %llu read unchecked (plain), %llu broken rings, %llu pushes after attach\n",
       static_cast<unsigned long long>(seed), static_cast<unsigned long long>(done), secs,
       static_cast<unsigned long long>(s.frames), static_cast<unsigned long long>(s.envelopes_valid),
       static_cast<unsigned long long>(s.envelopes_rejected),
-      static_cast<unsigned long long>(s.broken), static_cast<unsigned long long>(s.pushed));
+      static_cast<unsigned long long>(s.envelopes_plain), static_cast<unsigned long long>(s.broken),
+      static_cast<unsigned long long>(s.pushed));
   // Self-check: the run must have gone deep, not only bounced off garbage.
-  if (done >= 1000 &&
-      (s.envelopes_valid == 0 || s.envelopes_rejected == 0 || s.broken == 0 || s.pushed == 0)) {
+  if (done >= 1000 && (s.envelopes_valid == 0 || s.envelopes_rejected == 0 ||
+                       s.envelopes_plain == 0 || s.broken == 0 || s.pushed == 0)) {
     std::fprintf(stderr, "frame-fuzz: the seeds reached no deep path\n");
     return 1;
   }

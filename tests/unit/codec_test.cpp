@@ -459,6 +459,10 @@ TEST(CodecDecode, AliasedPointersAreChargedToTheTraversalLimit) {
   EXPECT_LT(msg.w.size(), 300u) << "the message itself is small";
   const auto t0 = std::chrono::steady_clock::now();
   expect_error_containing(schema::validate_envelope(msg.bytes()), "traversal limit");
+  // Too many paths for the unchecked fast path: read_envelope checks it.
+  EXPECT_EQ(schema::plain_root(msg.bytes()), nullptr);
+  expect_error_containing(schema::read_envelope(msg.bytes(), {}, [](Envelope::Reader) {}),
+                          "traversal limit");
   expect_error_containing(
       schema::read_message(msg.bytes(), {},
                            [](capnp::MessageReader& r) {
@@ -562,6 +566,121 @@ TEST(CodecValidate, RejectsAStructWhereTextBelongs) {
   ASSERT_TRUE(handler.has_value()) << "a handler cannot read this Envelope";
   EXPECT_TRUE(schema::validate_envelope(msg.bytes()).has_value())
       << "validate_envelope accepted what a handler then fails to read (" << handler->what << ")";
+}
+
+// --- the unchecked fast path (plain_root) ------------------------------------------
+
+TEST(CodecPlain, ACallEnvelopeAsTheRuntimeBuildsItIsReadUncheckedWithTheSameFields) {
+  alignas(8) std::byte area[512];
+  schema::FlatBuilder b(area);
+  auto e = b.init_root<Envelope>();
+  e.setKind(schema::Kind::CALL);
+  fill_ref(e.initDestination(), 10);
+  fill_ref(e.initSource(), 20);
+  e.setCorrelationId(77);
+  e.getPayload().initValue().setSymbol("ping");
+  const std::size_t n = b.finish();
+  ASSERT_GT(n, 0u);
+  const auto bytes = std::span<const std::byte>(area).first(n);
+  ASSERT_NE(schema::plain_root(bytes), nullptr) << "the common message takes the fast path";
+  bool seen = false;
+  auto err = schema::read_envelope(bytes, {}, [&](const schema::EnvelopeParts& m) {
+    seen = true;
+    expect_ref(m.destination, 10);
+    expect_ref(m.source, 20);
+    EXPECT_EQ(m.envelope.getCorrelationId(), 77u);
+    ASSERT_TRUE(m.has_value);
+    EXPECT_EQ(std::string(m.value.getSymbol().cStr()), "ping");
+  });
+  EXPECT_FALSE(err.has_value()) << err->what;
+  EXPECT_TRUE(seen);
+}
+
+TEST(CodecPlain, WhatTheUncheckedReaderStillChecksIsStillRejected) {
+  // Structurally sound (every pointer in bounds), wrong for the schema: the
+  // fast path takes it, and read_envelope's walk still refuses it.
+  auto no_nul = flat_envelope([](Envelope::Builder e) { e.setDestName("DESTNAME"); });
+  auto bytes = no_nul.bytes();
+  const std::string needle = "DESTNAME";
+  std::size_t at =
+      std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()).find(needle);
+  ASSERT_NE(at, std::string::npos);
+  no_nul.raw()[at + needle.size()] = std::byte{'!'};
+  ASSERT_NE(schema::plain_root(no_nul.bytes()), nullptr);
+  expect_error_containing(schema::read_envelope(no_nul.bytes(), {}, [](Envelope::Reader) {}),
+                          "NUL-terminated");
+
+  auto struct_for_text = flat_envelope([](Envelope::Builder e) { e.setDestName("DESTNAME"); });
+  struct_for_text.w.at(root_pointer_index(struct_for_text, "destName")) = std::uint64_t{1} << 32;
+  ASSERT_NE(schema::plain_root(struct_for_text.bytes()), nullptr);
+  EXPECT_TRUE(
+      schema::read_envelope(struct_for_text.bytes(), {}, [](Envelope::Reader) {}).has_value());
+}
+
+TEST(CodecPlain, AnythingThatIsNotPlainTakesTheCheckedPathAndGetsItsVerdict) {
+  auto reads = [](const Words& m) {
+    return schema::read_envelope(m.bytes(), {}, [](Envelope::Reader) {});
+  };
+  // A pointer out of bounds.
+  auto oob = flat_envelope([](Envelope::Builder e) { e.setDestName("DESTNAME"); });
+  oob.w.at(root_pointer_index(oob, "destName")) =
+      (std::uint64_t{16} << 35) | (std::uint64_t{2} << 32) | (1000u << 2) | 1u;
+  EXPECT_EQ(schema::plain_root(oob.bytes()), nullptr);
+  expect_error_containing(reads(oob), "out-of-bounds");
+
+  // A far pointer (to a segment that is not there).
+  auto far = flat_envelope([](Envelope::Builder e) { e.setDestName("DESTNAME"); });
+  far.w.at(root_pointer_index(far, "destName")) = (std::uint64_t{5} << 32) | 2u;
+  EXPECT_EQ(schema::plain_root(far.bytes()), nullptr);
+  EXPECT_TRUE(reads(far).has_value());
+
+  // A pointer back to the root struct: a cycle, never ending for a reader.
+  auto cycle = flat_envelope([](Envelope::Builder e) { e.setDestName("DESTNAME"); });
+  {
+    const std::size_t i = root_pointer_index(cycle, "destName");
+    const std::uint64_t root = cycle.w.at(1);
+    const std::int64_t root_at =
+        2 + (static_cast<std::int32_t>(static_cast<std::uint32_t>(root)) >> 2);
+    const std::int64_t off = root_at - static_cast<std::int64_t>(i) - 1;
+    cycle.w.at(i) = (root & 0xffffffff00000000ULL) | (static_cast<std::uint32_t>(off) << 2);
+  }
+  EXPECT_EQ(schema::plain_root(cycle.bytes()), nullptr);
+  EXPECT_TRUE(reads(cycle).has_value());
+
+  // Two segments (a valid message, but not one flat segment).
+  capnp::MallocMessageBuilder two(1, capnp::AllocationStrategy::FIXED_SIZE);
+  fill_sample(two.initRoot<Envelope>(), "registry", 100);
+  ASSERT_GT(two.getSegmentsForOutput().size(), 1u);
+  Words multi(capnp::messageToFlatArray(two));
+  EXPECT_EQ(schema::plain_root(multi.bytes()), nullptr);
+  EXPECT_FALSE(reads(multi).has_value());
+
+  // A list of more zero-sized elements than the fast path allows (free to
+  // send, slow to iterate); the checked reader charges them to its limit.
+  for (std::uint32_t n : {static_cast<std::uint32_t>(schema::kPlainMaxEmpty),
+                          static_cast<std::uint32_t>(schema::kPlainMaxEmpty + 1)}) {
+    auto voids = flat_envelope([&](Envelope::Builder e) {
+      e.initPayload().initTyped().getContent().initAs<capnp::List<capnp::Void>>(n);
+    });
+    EXPECT_EQ(schema::plain_root(voids.bytes()) != nullptr, n <= schema::kPlainMaxEmpty) << n;
+    EXPECT_FALSE(reads(voids).has_value()) << n;
+  }
+  // A segment table that does not match the bytes.
+  auto table = flat_envelope([](Envelope::Builder e) { fill_sample(e, "registry", 100); });
+  table.w.push_back(0);
+  EXPECT_EQ(schema::plain_root(table.bytes()), nullptr);
+  EXPECT_FALSE(reads(table).has_value()) << "trailing bytes are the checked reader's call";
+}
+
+TEST(CodecPlain, ADeepTreeWithinTheLimitsIsPlain) {
+  constexpr int kDepth = 12;  // 24 levels: a tuple and its element each
+  capnp::MallocMessageBuilder b;
+  auto v = b.initRoot<Envelope>().initPayload().initValue();
+  for (int i = 0; i < kDepth; ++i) v = v.initTuple(2)[0];
+  v.setText("leaf");
+  Words msg(capnp::messageToFlatArray(b));
+  EXPECT_NE(schema::plain_root(msg.bytes()), nullptr);
+  EXPECT_FALSE(schema::read_envelope(msg.bytes(), {}, [](Envelope::Reader) {}));
 }
 
 }  // namespace
