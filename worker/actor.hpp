@@ -126,8 +126,8 @@ class Reply {
 
  private:
   friend class Node;
-  explicit Reply(capnp::MessageBuilder& mb) : mb_(mb) {}
-  capnp::MessageBuilder& mb_;
+  explicit Reply(schema::Envelope::Builder env) : env_(env) {}
+  schema::Envelope::Builder env_;  // the reply envelope, its header already filled
   bool answered_ = false;
 };
 

@@ -309,9 +309,9 @@ void Node::on_peer_down(schema::PeerDown::Reader down) {
   for (auto& [corr, p] : pending_) {
     if (p.done || p.slot != slot || (p.stamp != inc && p.stamp != 0)) continue;
     p.done = true;
-    p.result.error_ = CallError::callee_died;
-    p.result.text_ = fmt::format("callee {} (slot {}, incarnation {}) died: {}",
-                                 pit != peers_.end() ? pit->second.child : "?", slot, inc, why);
+    p.result->error_ = CallError::callee_died;
+    p.result->text_ = fmt::format("callee {} (slot {}, incarnation {}) died: {}",
+                                  pit != peers_.end() ? pit->second.child : "?", slot, inc, why);
   }
   // Links: an exit signal for each local actor linked to the dead incarnation.
   const bool quiet = down.getReason().isNormal() || down.getReason().isShutdown();
@@ -568,7 +568,7 @@ CallResult Node::call(std::uint32_t from_actor, const Target& to, const PayloadF
   }
   const auto deadline = Clock::now() + timeout;
   const std::uint64_t corr = next_correlation_++;
-  pending_.emplace_back(corr, Pending{r->slot, r->stamp, false, {}});
+  pending_.emplace_back(corr, Pending{r->slot, r->stamp, false, &out});
   Peer& p = peers_[r->slot];
   SendStatus st = publish(p, [&](schema::Envelope::Builder e) {
     e.setKind(schema::Kind::CALL);
@@ -584,16 +584,19 @@ CallResult Node::call(std::uint32_t from_actor, const Target& to, const PayloadF
     out.text_ = fmt::format("call not sent: {}", to_string(st));
     return out;
   }
+  // The pending entry points at `out`: it goes when this call ends, however
+  // it ends (a late reply then finds no pending call and is dropped).
+  struct Forget {
+    Node& node;
+    std::uint64_t corr;
+    ~Forget() {
+      if (auto it = node.find_pending(corr); it != node.pending_.end()) node.pending_.erase(it);
+    }
+  } forget{*this, corr};
   ++depth_;
   for (bool first = true;; first = false) {
-    auto it = find_pending(corr);
-    if (it->second.done) {
-      out = std::move(it->second.result);
-      pending_.erase(it);
-      break;
-    }
+    if (find_pending(corr)->second.done) break;
     if (!first && Clock::now() >= deadline) {  // `deadline` was read just now on the first pass
-      pending_.erase(it);                      // a late reply finds no pending call and is dropped
       out.error_ = CallError::timeout;
       out.text_ = fmt::format("no reply within {} ms", timeout.count());
       break;
@@ -808,10 +811,10 @@ void Node::deliver(const schema::EnvelopeParts& m, std::uint32_t sender_slot,
       p.done = true;
       auto payload = env.getPayload();
       if (payload.isError()) {
-        p.result.error_ = from_code(payload.getError().getCode());
-        p.result.text_ = payload.getError().getMessage();
+        p.result->error_ = from_code(payload.getError().getCode());
+        p.result->text_ = payload.getError().getMessage();
       } else {
-        p.result.set_words(bytes);
+        p.result->set_words(bytes);
       }
       return;
     }
@@ -908,7 +911,7 @@ void Node::run_handler(std::uint32_t idx, const Message& msg) {
       set_ref(e.initDestination(), from.caller);
       set_ref(e.initSource(), ActorRef{slot_, incarnation_, idx});
       e.setCorrelationId(from.correlation);
-      Reply reply(b.message());
+      Reply reply(e);
       a.handle_call(msg, from, reply);
       if (!reply.answered()) return;  // deferred: ctx().reply(from, ...) later
       e.setSequence(caller.sequence + 1);
@@ -1025,7 +1028,7 @@ Message CallResult::reply() const {
 
 schema::Envelope::Payload::Builder Reply::payload() {
   answered_ = true;
-  return mb_.getRoot<schema::Envelope>().getPayload();
+  return env_.getPayload();
 }
 
 void Actor::handle_call(const Message&, const From&, Reply& reply) {

@@ -137,7 +137,7 @@ class Node {
     std::uint32_t slot = 0;
     std::uint32_t stamp = 0;  // the incarnation the call was meant for (0: the next)
     bool done = false;
-    CallResult result;
+    CallResult* result = nullptr;  // the waiting call()'s own result: filled in place
   };
   struct Monitor {
     std::uint32_t watcher = 0;
