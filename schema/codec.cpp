@@ -250,18 +250,12 @@ kj::Array<capnp::word> FlatBuilder::flatten() {
   return capnp::messageToFlatArray(builder_);
 }
 
-EnvelopeParts walk_envelope(Envelope::Reader e) {
+void walk_envelope_rest(const Envelope::Reader& e, EnvelopeParts& parts) {
   if (e.hasDestName()) walk_text(e.getDestName());  // null: nothing to check
-  EnvelopeParts parts{e, e.getDestination(), e.getSource(), {}, false};
-  (void)parts.destination.getActor();
-  (void)parts.source.getActor();
   auto p = e.getPayload();
   switch (p.which()) {
     case Envelope::Payload::VALUE:
-      parts.value = p.getValue();
-      parts.has_value = true;
-      // Scalars (the common case) have nothing to follow.
-      if (parts.value.which() >= Value::TEXT) walk(parts.value);
+      walk(parts.value);  // (set by walk_envelope)
       break;
     case Envelope::Payload::EXIT_REASON:
       walk(p.getExitReason());
@@ -280,6 +274,11 @@ EnvelopeParts walk_envelope(Envelope::Reader e) {
     case Envelope::Payload::NONE:
       break;
   }
+}
+
+EnvelopeParts walk_envelope(Envelope::Reader e) {
+  EnvelopeParts parts;
+  walk_envelope(e, parts);
   return parts;
 }
 

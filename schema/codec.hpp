@@ -185,6 +185,29 @@ struct EnvelopeParts {
 // checks); returns the parts it read.
 EnvelopeParts walk_envelope(Envelope::Reader e);
 
+// The parts of walk_envelope that are rare on the hot path: a destination
+// name, a payload that is not a scalar Value.
+void walk_envelope_rest(const Envelope::Reader& e, EnvelopeParts& parts);
+
+// walk_envelope into `parts`, the common case inline: the header structs and
+// a scalar Value are read here, in place, the rest out of line.
+inline void walk_envelope(const Envelope::Reader& e, EnvelopeParts& parts) {
+  parts.envelope = e;
+  parts.destination = e.getDestination();
+  parts.source = e.getSource();
+  auto p = e.getPayload();
+  const bool value = p.isValue();
+  if (value) {
+    parts.value = p.getValue();
+    parts.has_value = true;
+  }
+  // Scalars (null, bool, int, float) have nothing to follow; anything after
+  // them in the union is text, data or a list.
+  if (e.hasDestName() || !value || parts.value.which() >= Value::TEXT) {
+    walk_envelope_rest(e, parts);
+  }
+}
+
 // The fast path of read_envelope.  Cap'n Proto's checked reader costs more
 // to set up (its arena, its read limiter, a checked root) than a small
 // envelope costs to read, on every message.  Instead, a message that is
@@ -232,13 +255,13 @@ std::optional<DecodeError> read_envelope(std::span<const std::byte> bytes, const
                             limits.traversal_words >= kPlainMaxPointers * (kPlainMaxBytes / 8);
   try {
     if (const capnp::word* root = may_be_plain ? plain_root(bytes) : nullptr) {
-      parts = walk_envelope(capnp::readMessageUnchecked<Envelope>(root));
+      walk_envelope(capnp::readMessageUnchecked<Envelope>(root), parts);
     } else {
       reader.emplace(
           kj::ArrayPtr<const capnp::word>(reinterpret_cast<const capnp::word*>(bytes.data()),
                                           bytes.size() / sizeof(capnp::word)),
           opts);
-      parts = walk_envelope(reader->getRoot<Envelope>());
+      walk_envelope(reader->getRoot<Envelope>(), parts);
     }
   } catch (const kj::Exception& e) {
     auto d = e.getDescription();

@@ -1021,8 +1021,14 @@ kj::ArrayPtr<const capnp::word> CallResult::words() const {
 
 Message CallResult::reply() const {
   if (!ok()) throw std::logic_error("CallResult::reply() on a failed call");
-  // The words were validated on arrival; a reader over them is cheap.
-  if (!reader_) reader_.emplace(words());
+  // The words were validated on arrival.  A plain message (schema/codec.hpp)
+  // is read unchecked, as it was on arrival; another through a checked reader.
+  auto w = words();
+  if (const capnp::word* root = schema::plain_root(
+          {reinterpret_cast<const std::byte*>(w.begin()), w.size() * sizeof(capnp::word)})) {
+    return Message(capnp::readMessageUnchecked<schema::Envelope>(root));
+  }
+  if (!reader_) reader_.emplace(w);
   return Message(reader_->getRoot<schema::Envelope>());
 }
 
