@@ -6,9 +6,11 @@
 // one cache line, bigger and measurably slower).  It is built by the real
 // codec in private memory and pushed with one copy (schema::send_message_copy:
 // the consumer polls the frame header, so building in the frame would have
-// its polls pull the lines away while they are written), and read in place
-// by the real codec (schema::read_message, the checked FlatArrayMessageReader),
-// reading kind, correlation id and the int.
+// its polls pull the lines away while they are written), and read as the
+// runtime reads a frame: copied out of the ring (a producer is not trusted
+// not to change it), then schema::read_envelope (the whole Envelope checked,
+// the plain fast path for a one-segment message), reading kind, correlation
+// id and the int.
 //
 // How much memory to zero for a message that is not built yet is the
 // sender's call; FlatBuilder zeroes all of it, and the copy is what the
@@ -19,6 +21,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -73,17 +76,16 @@ inline SmallMessage read_small(std::span<const std::byte> frame) {
   static const schema::ReadLimits limits{};
   SmallMessage m;
   bool has_int = false;
-  auto err = schema::read_message(frame, limits, [&](capnp::MessageReader& r) {
-    auto e = r.getRoot<schema::Envelope>();
-    m.kind = e.getKind();
-    m.correlation_id = e.getCorrelationId();
-    auto p = e.getPayload();
-    if (p.isValue()) {
-      auto v = p.getValue();
-      if (v.isInt()) {
-        m.value = v.getInt();
-        has_int = true;
-      }
+  alignas(8) std::byte copy[1024];
+  if (frame.size() > sizeof copy) throw std::runtime_error("envelope bigger than expected");
+  std::memcpy(copy, frame.data(), frame.size());
+  const std::span<const std::byte> own(copy, frame.size());
+  auto err = schema::read_envelope(own, limits, [&](const schema::EnvelopeParts& parts) {
+    m.kind = parts.envelope.getKind();
+    m.correlation_id = parts.envelope.getCorrelationId();
+    if (parts.has_value && parts.value.isInt()) {
+      m.value = parts.value.getInt();
+      has_int = true;
     }
   });
   if (err) throw std::runtime_error("envelope does not decode: " + err->what);
