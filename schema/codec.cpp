@@ -276,16 +276,12 @@ void walk_envelope_rest(const Envelope::Reader& e, EnvelopeParts& parts) {
   }
 }
 
-EnvelopeParts walk_envelope(Envelope::Reader e) {
-  EnvelopeParts parts;
-  walk_envelope(e, parts);
-  return parts;
-}
-
 std::optional<DecodeError> validate_envelope(std::span<const std::byte> bytes,
                                              const ReadLimits& limits) {
-  return read_message(bytes, limits,
-                      [](capnp::MessageReader& r) { walk_envelope(r.getRoot<Envelope>()); });
+  return read_message(bytes, limits, [](capnp::MessageReader& r) {
+    EnvelopeParts parts;
+    walk_envelope(r.getRoot<Envelope>(), parts);
+  });
 }
 
 }  // namespace bulkhead::schema

@@ -179,18 +179,16 @@ struct EnvelopeParts {
   ActorRef::Reader source;
   Value::Reader value;  // the payload, if it is a Value (has_value)
   bool has_value = false;
+  bool plain = false;  // read through the unchecked fast path (plain_root)
 };
-
-// Throws kj::Exception if any field of `e` is bad (what validate_envelope
-// checks); returns the parts it read.
-EnvelopeParts walk_envelope(Envelope::Reader e);
 
 // The parts of walk_envelope that are rare on the hot path: a destination
 // name, a payload that is not a scalar Value.
 void walk_envelope_rest(const Envelope::Reader& e, EnvelopeParts& parts);
 
-// walk_envelope into `parts`, the common case inline: the header structs and
-// a scalar Value are read here, in place, the rest out of line.
+// Throws kj::Exception if any field of `e` is bad (what validate_envelope
+// checks); fills `parts` with what it read.  The common case is inline: the
+// header structs and a scalar Value are read here, the rest out of line.
 inline void walk_envelope(const Envelope::Reader& e, EnvelopeParts& parts) {
   parts.envelope = e;
   parts.destination = e.getDestination();
@@ -256,6 +254,7 @@ std::optional<DecodeError> read_envelope(std::span<const std::byte> bytes, const
   try {
     if (const capnp::word* root = may_be_plain ? plain_root(bytes) : nullptr) {
       walk_envelope(capnp::readMessageUnchecked<Envelope>(root), parts);
+      parts.plain = true;
     } else {
       reader.emplace(
           kj::ArrayPtr<const capnp::word>(reinterpret_cast<const capnp::word*>(bytes.data()),

@@ -163,12 +163,14 @@ class CallResult {
  private:
   friend class Node;
   static constexpr std::size_t kInlineWords = 32;  // replies up to 256 bytes
-  void set_words(std::span<const std::byte> bytes);
+  // `plain`: the bytes passed schema::plain_root on arrival (read unchecked).
+  void set_words(std::span<const std::byte> bytes, bool plain);
   [[nodiscard]] kj::ArrayPtr<const capnp::word> words() const;
 
   CallError error_ = CallError::none;
   std::string text_;
   std::size_t n_words_ = 0;
+  bool plain_ = false;  // the words passed schema::plain_root (see reply())
   std::array<capnp::word, kInlineWords> inline_;                 // the reply, if it fits
   kj::Array<capnp::word> heap_;                                  // the reply, if it does not
   mutable std::optional<capnp::FlatArrayMessageReader> reader_;  // made by reply()

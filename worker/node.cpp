@@ -814,7 +814,7 @@ void Node::deliver(const schema::EnvelopeParts& m, std::uint32_t sender_slot,
         p.result->error_ = from_code(payload.getError().getCode());
         p.result->text_ = payload.getError().getMessage();
       } else {
-        p.result->set_words(bytes);
+        p.result->set_words(bytes, m.plain);
       }
       return;
     }
@@ -993,6 +993,7 @@ CallResult& CallResult::operator=(CallResult&& o) noexcept {
   error_ = o.error_;
   text_ = std::move(o.text_);
   n_words_ = o.n_words_;
+  plain_ = o.plain_;
   heap_ = kj::mv(o.heap_);
   if (n_words_ <= kInlineWords && n_words_ != 0) {
     std::memcpy(inline_.data(), o.inline_.data(), n_words_ * sizeof(capnp::word));
@@ -1001,8 +1002,9 @@ CallResult& CallResult::operator=(CallResult&& o) noexcept {
   return *this;
 }
 
-void CallResult::set_words(std::span<const std::byte> bytes) {
+void CallResult::set_words(std::span<const std::byte> bytes, bool plain) {
   reader_.reset();
+  plain_ = plain;
   n_words_ = (bytes.size() + sizeof(capnp::word) - 1) / sizeof(capnp::word);
   capnp::word* dst = inline_.data();
   if (n_words_ > kInlineWords) {
@@ -1022,12 +1024,10 @@ kj::ArrayPtr<const capnp::word> CallResult::words() const {
 Message CallResult::reply() const {
   if (!ok()) throw std::logic_error("CallResult::reply() on a failed call");
   // The words were validated on arrival.  A plain message (schema/codec.hpp)
-  // is read unchecked, as it was on arrival; another through a checked reader.
+  // is read unchecked, as it was on arrival (its root follows the one-word
+  // segment table); another through a checked reader.
   auto w = words();
-  if (const capnp::word* root = schema::plain_root(
-          {reinterpret_cast<const std::byte*>(w.begin()), w.size() * sizeof(capnp::word)})) {
-    return Message(capnp::readMessageUnchecked<schema::Envelope>(root));
-  }
+  if (plain_) return Message(capnp::readMessageUnchecked<schema::Envelope>(w.begin() + 1));
   if (!reader_) reader_.emplace(w);
   return Message(reader_->getRoot<schema::Envelope>());
 }

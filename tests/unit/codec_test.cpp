@@ -518,8 +518,29 @@ std::size_t root_pointer_index(const Words& m, const char* field) {
   return 2 + static_cast<std::size_t>(off) + data_words + slot.getOffset();
 }
 
+// An envelope with destName "DESTNAME" (pointer tests rewrite its pointer).
+Words with_dest_name() {
+  return flat_envelope([](Envelope::Builder e) { e.setDestName("DESTNAME"); });
+}
+
+// The same with the text's NUL terminator overwritten: every pointer in
+// bounds, but not a valid Text.
+Words dest_name_without_nul() {
+  Words msg = with_dest_name();
+  auto bytes = msg.bytes();
+  const std::string needle = "DESTNAME";
+  const std::size_t at =
+      std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()).find(needle);
+  if (at == std::string::npos) {
+    ADD_FAILURE() << "DESTNAME not found in the flat message";
+    return msg;
+  }
+  msg.raw()[at + needle.size()] = std::byte{'!'};  // overwrite the NUL
+  return msg;
+}
+
 TEST(CodecValidate, RejectsAnOutOfBoundsPointer) {
-  auto msg = flat_envelope([](Envelope::Builder e) { e.setDestName("DESTNAME"); });
+  auto msg = with_dest_name();
   const std::size_t i = root_pointer_index(msg, "destName");
   // A list pointer to 16 bytes far beyond the end of the segment.
   msg.w.at(i) = (std::uint64_t{16} << 35) | (std::uint64_t{2} << 32) | (1000u << 2) | 1u;
@@ -527,13 +548,7 @@ TEST(CodecValidate, RejectsAnOutOfBoundsPointer) {
 }
 
 TEST(CodecValidate, RejectsTextWithoutItsNulTerminator) {
-  auto msg = flat_envelope([](Envelope::Builder e) { e.setDestName("DESTNAME"); });
-  auto bytes = msg.bytes();
-  const std::string needle = "DESTNAME";
-  std::size_t at =
-      std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()).find(needle);
-  ASSERT_NE(at, std::string::npos);
-  msg.raw()[at + needle.size()] = std::byte{'!'};  // overwrite the NUL
+  Words msg = dest_name_without_nul();
   auto handler = schema::read_message(
       msg.bytes(), {}, [](capnp::MessageReader& r) { (void)r.getRoot<Envelope>().getDestName(); });
   ASSERT_TRUE(handler.has_value()) << "a handler cannot read this Envelope";
@@ -544,20 +559,14 @@ TEST(CodecValidate, RejectsTextWithoutItsNulTerminator) {
 TEST(CodecDecode, ErrorTextIsKeptWholeWhenTheBadBytesContainNul) {
   // Cap'n Proto quotes the offending byte (here the text's last byte) in its
   // description; DecodeError must not stop at a quoted NUL.
-  auto msg = flat_envelope([](Envelope::Builder e) { e.setDestName("DESTNAME"); });
-  auto bytes = msg.bytes();
-  const std::string needle = "DESTNAME";
-  std::size_t at =
-      std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()).find(needle);
-  ASSERT_NE(at, std::string::npos);
-  msg.raw()[at + needle.size()] = std::byte{'!'};
+  Words msg = dest_name_without_nul();
   auto err = schema::read_message(
       msg.bytes(), {}, [](capnp::MessageReader& r) { (void)r.getRoot<Envelope>().getDestName(); });
   expect_error_containing(err, "NUL-terminated");
 }
 
 TEST(CodecValidate, RejectsAStructWhereTextBelongs) {
-  auto msg = flat_envelope([](Envelope::Builder e) { e.setDestName("DESTNAME"); });
+  auto msg = with_dest_name();
   const std::size_t i = root_pointer_index(msg, "destName");
   // A struct pointer (offset 0, one data word: the text bytes) instead of a list.
   msg.w.at(i) = (std::uint64_t{1} << 32) | 0u;
@@ -599,18 +608,12 @@ TEST(CodecPlain, ACallEnvelopeAsTheRuntimeBuildsItIsReadUncheckedWithTheSameFiel
 TEST(CodecPlain, WhatTheUncheckedReaderStillChecksIsStillRejected) {
   // Structurally sound (every pointer in bounds), wrong for the schema: the
   // fast path takes it, and read_envelope's walk still refuses it.
-  auto no_nul = flat_envelope([](Envelope::Builder e) { e.setDestName("DESTNAME"); });
-  auto bytes = no_nul.bytes();
-  const std::string needle = "DESTNAME";
-  std::size_t at =
-      std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()).find(needle);
-  ASSERT_NE(at, std::string::npos);
-  no_nul.raw()[at + needle.size()] = std::byte{'!'};
+  Words no_nul = dest_name_without_nul();
   ASSERT_NE(schema::plain_root(no_nul.bytes()), nullptr);
   expect_error_containing(schema::read_envelope(no_nul.bytes(), {}, [](Envelope::Reader) {}),
                           "NUL-terminated");
 
-  auto struct_for_text = flat_envelope([](Envelope::Builder e) { e.setDestName("DESTNAME"); });
+  auto struct_for_text = with_dest_name();
   struct_for_text.w.at(root_pointer_index(struct_for_text, "destName")) = std::uint64_t{1} << 32;
   ASSERT_NE(schema::plain_root(struct_for_text.bytes()), nullptr);
   EXPECT_TRUE(
@@ -622,20 +625,20 @@ TEST(CodecPlain, AnythingThatIsNotPlainTakesTheCheckedPathAndGetsItsVerdict) {
     return schema::read_envelope(m.bytes(), {}, [](Envelope::Reader) {});
   };
   // A pointer out of bounds.
-  auto oob = flat_envelope([](Envelope::Builder e) { e.setDestName("DESTNAME"); });
+  auto oob = with_dest_name();
   oob.w.at(root_pointer_index(oob, "destName")) =
       (std::uint64_t{16} << 35) | (std::uint64_t{2} << 32) | (1000u << 2) | 1u;
   EXPECT_EQ(schema::plain_root(oob.bytes()), nullptr);
   expect_error_containing(reads(oob), "out-of-bounds");
 
   // A far pointer (to a segment that is not there).
-  auto far = flat_envelope([](Envelope::Builder e) { e.setDestName("DESTNAME"); });
+  auto far = with_dest_name();
   far.w.at(root_pointer_index(far, "destName")) = (std::uint64_t{5} << 32) | 2u;
   EXPECT_EQ(schema::plain_root(far.bytes()), nullptr);
   EXPECT_TRUE(reads(far).has_value());
 
   // A pointer back to the root struct: a cycle, never ending for a reader.
-  auto cycle = flat_envelope([](Envelope::Builder e) { e.setDestName("DESTNAME"); });
+  auto cycle = with_dest_name();
   {
     const std::size_t i = root_pointer_index(cycle, "destName");
     const std::uint64_t root = cycle.w.at(1);
