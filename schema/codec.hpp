@@ -175,8 +175,8 @@ std::optional<DecodeError> validate_envelope(std::span<const std::byte> bytes,
 // get is a checked traversal).
 struct EnvelopeParts {
   Envelope::Reader envelope;
-  ActorRef::Reader destination;
-  ActorRef::Reader source;
+  Envelope::Destination::Reader destination;
+  Envelope::Source::Reader source;
   Value::Reader value;  // the payload, if it is a Value (has_value)
   bool has_value = false;
   bool plain = false;  // read through the unchecked fast path (plain_root)

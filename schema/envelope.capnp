@@ -4,8 +4,8 @@
 # whose root is an Envelope, laid out flat (segment table + segments) at an
 # 8-byte aligned address, so the receiver reads it in place.
 #
-# Addressing: an ActorRef names one actor in one incarnation of one worker.
-# The *sender* of a message is the ring it arrived on, never the `source`
+# Addressing: a destination or source names one actor in one incarnation of
+# one worker (the fields of ActorRef, inline).  The *sender* of a message is the ring it arrived on, never the `source`
 # field: `source` is where replies go, and a receiver checks it against the
 # ring's owner before trusting it.
 #
@@ -14,7 +14,9 @@
 # `exit` and `down` carry an ExitReason (links and monitors).
 #
 # Protocol rules: fields are never renumbered or removed; new fields get new
-# ordinals at the end.
+# ordinals at the end.  (The one exception so far, before any release: the
+# addresses became inline groups, and the ring layout version went to 4 with
+# it, so that a worker of the old build cannot attach to a new tree.)
 
 @0x94b75720c467dd89;
 
@@ -24,6 +26,7 @@ $Cxx.namespace("bulkhead::schema");
 using import "value.capnp".Value;
 using import "exit_reason.capnp".ExitReason;
 
+# An actor reference as a struct of its own, for payloads that carry one.
 struct ActorRef {
   node @0 :UInt32;         # host number; 0 is this machine (multi-host later)
   worker @1 :UInt32;       # the worker slot the supervisor assigned
@@ -52,20 +55,34 @@ enum ErrorCode {
 }
 
 struct Envelope {
-  destination @0 :ActorRef;   # who should handle it
-  source @1 :ActorRef;        # where replies go (checked against the ring)
-  kind @2 :Kind;              # what it is
-  correlationId @3 :UInt64;   # call/reply pairing; 0 for cast and info
-  deadlineNs @4 :Int64;       # CLOCK_MONOTONIC ns after which nobody waits; 0 = none
-  destName @5 :Text;          # registered name, when addressed by name
-  payload :union {
-    none @6 :Void;                # no payload
-    value @7 :Value;              # a dynamic Value
-    typed @8 :TypedPayload;       # a user's own Cap'n Proto struct
-    exitReason @9 :ExitReason;    # for exit and down
-    error @10 :CallError;         # a failed call's reply
+  # The two addresses are groups, laid out inline in the envelope's data
+  # section: no pointer to follow, no struct to allocate.  A small call then
+  # fits in two cache lines with its frame header (see ipc/ring.hpp).
+  destination :group {        # who should handle it
+    worker @0 :UInt32;        # the worker slot the supervisor assigned
+    incarnation @1 :UInt32;   # which start of that worker (1, 2, ...); 0 = current
+    actor @2 :UInt32;         # actor index within the worker
   }
-  sequence @11 :UInt64;       # per-sender sequence number (FIFO checks, diagnostics)
+  source :group {             # where replies go (checked against the ring)
+    worker @3 :UInt32;
+    incarnation @4 :UInt32;
+    actor @5 :UInt32;
+  }
+  kind @6 :Kind;              # what it is
+  correlationId @7 :UInt64;   # call/reply pairing; 0 for cast and info
+  deadlineNs @8 :Int64;       # CLOCK_MONOTONIC ns after which nobody waits; 0 = none
+  destName @9 :Text;          # registered name, when addressed by name
+  payload :union {
+    none @10 :Void;               # no payload
+    value @11 :Value;             # a dynamic Value
+    typed @12 :TypedPayload;      # a user's own Cap'n Proto struct
+    exitReason @13 :ExitReason;   # for exit and down
+    error @14 :CallError;         # a failed call's reply
+  }
+  sequence @15 :UInt32;       # per-sender sequence number mod 2^32 (FIFO checks,
+                              # diagnostics); 32 bits so that the data section
+                              # is 6 words: a call with a small Value is 104
+                              # bytes, a frame of 2 cache lines
 }
 
 struct TypedPayload {

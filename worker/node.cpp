@@ -73,7 +73,8 @@ std::span<const std::byte> as_bytes(const kj::Array<capnp::word>& w) {
   return {reinterpret_cast<const std::byte*>(w.begin()), w.size() * sizeof(capnp::word)};
 }
 
-void set_ref(schema::ActorRef::Builder b, const ActorRef& r) {
+template <class AddressBuilder>  // Envelope::Destination or Envelope::Source
+void set_ref(AddressBuilder b, const ActorRef& r) {
   b.setWorker(r.worker);
   b.setIncarnation(r.incarnation);
   b.setActor(r.actor);
@@ -513,7 +514,7 @@ SendStatus Node::publish(Peer& p, Fill&& fill) {
   schema::FlatBuilder b(std::span<std::byte>(area).first(std::min(p.reserve_bytes, sizeof area)));
   auto e = b.init_root<schema::Envelope>();
   fill(e);
-  e.setSequence(p.sequence + 1);
+  e.setSequence(static_cast<std::uint32_t>(p.sequence + 1));
   if (std::size_t n = b.finish()) {
     p.reserve_bytes = next_reserve(n);
     return publish_bytes(p, {area, n});  // (or the local queue, for our own actors)
@@ -914,7 +915,7 @@ void Node::run_handler(std::uint32_t idx, const Message& msg) {
       Reply reply(e);
       a.handle_call(msg, from, reply);
       if (!reply.answered()) return;  // deferred: ctx().reply(from, ...) later
-      e.setSequence(caller.sequence + 1);
+      e.setSequence(static_cast<std::uint32_t>(caller.sequence + 1));
       if (std::size_t n = b.finish()) {
         reply_reserve_ = next_reserve(n);
         (void)publish_bytes(caller, {area.data(), n});

@@ -57,8 +57,9 @@ struct Walk {
   }
   void data(capnp::Data::Reader d) { bytes(d.begin(), d.size()); }
 
-  void ref(schema::ActorRef::Reader a) {
-    sum += a.getNode() + a.getWorker() + a.getIncarnation() + a.getActor();
+  template <class Address>  // Envelope::Destination or Envelope::Source
+  void address(Address a) {
+    sum += a.getWorker() + a.getIncarnation() + a.getActor();
   }
 
   void value(schema::Value::Reader v) {
@@ -182,8 +183,8 @@ struct Walk {
   }
 
   void envelope(schema::Envelope::Reader e) {
-    ref(e.getDestination());
-    ref(e.getSource());
+    address(e.getDestination());
+    address(e.getSource());
     sum += static_cast<std::uint64_t>(e.getKind()) + e.getCorrelationId() +
            static_cast<std::uint64_t>(e.getDeadlineNs()) + e.getSequence();
     text(e.getDestName());
@@ -298,12 +299,15 @@ std::size_t drain(ipc::RingConsumer& c, const std::byte* data, std::size_t cap) 
       return popped;
     }
     FUZZ_CHECK(s == ipc::PopStatus::ok);
-    // Every pass ends: a frame takes at least 8 bytes of at most `cap`.
+    // Every pass ends: a frame takes at least kFrameAlign bytes of at most `cap`.
     FUZZ_CHECK(++popped <= cap / ipc::kFrameAlign);
     FUZZ_CHECK(fr.payload.data() >= data + sizeof(ipc::FrameHeader));
     FUZZ_CHECK(fr.payload.data() + fr.payload.size() <= data + cap);
     FUZZ_CHECK(fr.payload.size() <= c.max_payload());
-    FUZZ_CHECK(reinterpret_cast<std::uintptr_t>(fr.payload.data()) % ipc::kFrameAlign == 0);
+    // The frame starts on a line of its own; its payload is 8-aligned (capnp).
+    const std::byte* frame = fr.payload.data() - sizeof(ipc::FrameHeader);
+    FUZZ_CHECK(static_cast<std::size_t>(frame - data) % ipc::kFrameAlign == 0);
+    FUZZ_CHECK(reinterpret_cast<std::uintptr_t>(fr.payload.data()) % 8 == 0);
     FUZZ_CHECK(fr.kind != ipc::kPadKind);
     ++stats().frames;
     if (fr.kind == schema::kEnvelopeFrame) {

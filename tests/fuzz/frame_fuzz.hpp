@@ -161,9 +161,16 @@ inline void random_ref(schema::ActorRef::Builder a, Rng& r) {
   a.setActor(static_cast<std::uint32_t>(r() % 1000));
 }
 
+template <class Address>  // Envelope::Destination or Envelope::Source
+void random_address(Address a, Rng& r) {
+  a.setWorker(static_cast<std::uint32_t>(r() % 100));
+  a.setIncarnation(static_cast<std::uint32_t>(r() % 10));
+  a.setActor(static_cast<std::uint32_t>(r() % 1000));
+}
+
 inline void random_envelope(schema::Envelope::Builder e, Rng& r) {
-  random_ref(e.initDestination(), r);
-  if (r() % 4 != 0) random_ref(e.initSource(), r);
+  random_address(e.initDestination(), r);
+  if (r() % 4 != 0) random_address(e.initSource(), r);
   e.setKind(static_cast<schema::Kind>(r() % 7));
   e.setCorrelationId(r());
   e.setDeadlineNs(static_cast<std::int64_t>(r() >> 1));

@@ -241,7 +241,7 @@ TEST(RingProcess, ConsumerKilledAndReplacedContinuesExactlyWhereItStopped) {
 // empty deadlocks the pair.
 TEST(RingProcess, ProducerWaitingForRoomWakesWhenTheConsumerReleasesAndThenPauses) {
   constexpr std::size_t kPayload = 48;
-  constexpr std::size_t kCap = 4096;  // 63 frames of 64 bytes (and the 16-byte guard)
+  constexpr std::size_t kCap = 4096;  // 63 frames of 64 bytes (and the 64-byte guard)
   constexpr std::size_t kFull = kCap - 64;
   GuardedRingFixture f(kCap, "wake");
   auto producer = ChildProcess::spawn([&] {
@@ -410,11 +410,11 @@ TEST(RingProcess, HostileHeadNearTheEndOfTheCounterCannotMakeTheConsumerSpin) {
   constexpr std::size_t kCap = 256;
   GuardedRingFixture f(kCap, "wrap");
   auto hostile = ChildProcess::spawn([&] {
-    const std::uint64_t head = ~std::uint64_t{0} - 15;  // 2^64 - 16: the last frame slot
+    const std::uint64_t head = ~std::uint64_t{0} - 63;  // 2^64 - 64: the last frame slot
     ipc::FrameHeader h{ipc::stamp_of(head), 0, 1};
     std::memcpy(f.data() + (head & (kCap - 1)), &h, sizeof h);
     f.control()->head.store(head);
-    f.control()->tail.store(head + 16);  // wraps to 0: one 16-byte frame published
+    f.control()->tail.store(head + 64);  // wraps to 0: one 64-byte frame published
     return 0;
   });
   ASSERT_TRUE(testing::exited_ok(hostile.wait()));

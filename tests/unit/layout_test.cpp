@@ -29,7 +29,7 @@ TEST(Layout, SegmentHeaderIsPinned) {
 
 TEST(Layout, RingControlIsPinned) {
   using R = ipc::RingControl;
-  EXPECT_EQ(ipc::kRingLayoutVersion, 3u);
+  EXPECT_EQ(ipc::kRingLayoutVersion, 4u);
   EXPECT_EQ(sizeof(R), 256u);
   EXPECT_EQ(alignof(R), 64u);
   EXPECT_EQ(offsetof(R, magic), 0u);
@@ -53,10 +53,11 @@ TEST(Layout, FrameHeaderAndDoorbellArePinned) {
   EXPECT_EQ(sizeof(ipc::DoorbellWord), 64u);
   EXPECT_EQ(offsetof(ipc::DoorbellWord, seq), 0u);
   EXPECT_EQ(offsetof(ipc::DoorbellWord, sleeping), 4u);
-  EXPECT_EQ(ipc::frame_bytes(0), 16u);
-  EXPECT_EQ(ipc::frame_bytes(1), 32u);
-  EXPECT_EQ(ipc::frame_bytes(16), 32u);
-  EXPECT_EQ(ipc::frame_bytes(17), 48u);
+  EXPECT_EQ(ipc::kFrameAlign, 64u);
+  EXPECT_EQ(ipc::frame_bytes(0), 64u);
+  EXPECT_EQ(ipc::frame_bytes(1), 64u);
+  EXPECT_EQ(ipc::frame_bytes(48), 64u);
+  EXPECT_EQ(ipc::frame_bytes(49), 128u);
 }
 
 }  // namespace

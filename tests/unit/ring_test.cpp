@@ -83,10 +83,10 @@ TEST(Ring, FullRingRefusesUntilConsumerReleases) {
   RingFixture f(256);
   ipc::RingProducer p(f.ring_mem(), "t");
   ipc::RingConsumer c(f.ring_mem(), "t");
-  auto data = bytes_of(1, 16);  // 32-byte frames: 7 fit in 256 bytes less the 16-byte guard
+  auto data = bytes_of(1, 16);  // 64-byte frames: 3 fit in 256 bytes less the 64-byte guard
   int pushed = 0;
   while (p.try_push(1, data) == PushStatus::ok) ++pushed;
-  EXPECT_EQ(pushed, 7);
+  EXPECT_EQ(pushed, 3);
   EXPECT_EQ(p.status(), PushStatus::full);
   ipc::Frame fr;
   ASSERT_EQ(c.try_peek(fr), PopStatus::ok);
@@ -234,11 +234,11 @@ TEST(RingCorruption, FrameRunningPastTheBufferEndBreaksRing) {
   std::vector<std::byte> out(c.max_payload());
   std::uint32_t kind;
   std::size_t n;
-  ASSERT_EQ(p.try_push(1, bytes_of(1, 400)), PushStatus::ok);  // 416 bytes
-  ASSERT_EQ(p.try_push(1, bytes_of(1, 400)), PushStatus::ok);  // to 832
+  ASSERT_EQ(p.try_push(1, bytes_of(1, 400)), PushStatus::ok);  // 448 bytes
+  ASSERT_EQ(p.try_push(1, bytes_of(1, 400)), PushStatus::ok);  // to 896
   ASSERT_EQ(c.try_pop(kind, out, n), PopStatus::ok);
   ASSERT_EQ(c.try_pop(kind, out, n), PopStatus::ok);
-  put_header(f, 832, ipc::stamp_of(832), 400, 1);  // within max_payload, past the end
+  put_header(f, 896, ipc::stamp_of(896), 400, 1);  // within max_payload, past the end
   ipc::Frame fr;
   EXPECT_EQ(c.try_peek(fr), PopStatus::broken);
   EXPECT_STREQ(c.fault().field, "frame.length");
@@ -303,8 +303,7 @@ TEST(RingRestart, ProducerKilledBeforeTheStampLeavesNothingVisible) {
 TEST(RingCorruption, ConsumerHeadScribbledBreaksProducerNamingHead) {
   RingFixture f(256);
   ipc::RingProducer p(f.ring_mem(), "t");
-  auto data = bytes_of(1, 80);
-  ASSERT_EQ(p.try_push(1, data), PushStatus::ok);
+  auto data = bytes_of(1, 80);  // 128-byte frames: the second one needs a look at head
   ASSERT_EQ(p.try_push(1, data), PushStatus::ok);
   f.control()->head.store(1u << 30);  // the consumer claims to have read the future
   EXPECT_EQ(p.try_push(1, data), PushStatus::broken);
@@ -340,7 +339,7 @@ TEST(RingCorruption, WrongVersionAndCapacityAreRefusedAtAttach) {
 TEST(RingWait, ProducerAsleepForRoomFindsItWithinASliceEvenIfNobodyWakesIt) {
   RingFixture f(256);
   ipc::RingProducer p(f.ring_mem(), "t");
-  auto data = bytes_of(1, 16);  // 32-byte frames: 7 fit
+  auto data = bytes_of(1, 16);  // 64-byte frames: 3 fit
   while (p.try_push(1, data) == PushStatus::ok) {
   }
   ASSERT_EQ(p.status(), PushStatus::full);
@@ -358,7 +357,7 @@ TEST(RingWait, ProducerAsleepForRoomFindsItWithinASliceEvenIfNobodyWakesIt) {
   ASSERT_NE(ctl->producer_waiting.load(), 0u) << "the producer never went to sleep";
   std::this_thread::sleep_for(std::chrono::milliseconds(30));  // well asleep
   // A consumer whose release raced the announcement: head moves, no wake-up.
-  ctl->head.store(32, std::memory_order_release);
+  ctl->head.store(64, std::memory_order_release);
   const auto t0 = ipc::Clock::now();
   while (!done && ipc::Clock::now() - t0 < std::chrono::seconds(5)) {
     std::this_thread::sleep_for(std::chrono::microseconds(100));
