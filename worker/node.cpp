@@ -127,6 +127,16 @@ Node::Node(ipc::Segment mailbox, ipc::Segment board, int control_fd,
 
 Node::~Node() = default;
 
+Node::Peer& Node::PeerTable::operator[](std::uint32_t slot) {
+  // Slots come from the supervisor, and it hands out fewer than kMaxSlots.
+  if (slot >= ipc::kMaxSlots) {
+    throw std::out_of_range(fmt::format("slot {} is beyond the slot table", slot));
+  }
+  if (slot >= by_slot_.size()) by_slot_.resize(slot + 1);
+  if (!by_slot_[slot]) by_slot_[slot] = std::make_unique<Peer>();
+  return *by_slot_[slot];
+}
+
 void Node::set_actors(std::vector<std::unique_ptr<Actor>>* actors) {
   actors_ = actors;
   busy_.assign(actors ? actors->size() : 0, 0);
@@ -243,6 +253,7 @@ void Node::update_peer(schema::PeerInfo::Reader info) {
     auto it = names_.find(n);
     if (it != names_.end() && it->second.first == p.slot) names_.erase(it);
   }
+  ++names_version_;
   p.names.clear();
   auto names = info.getActorNames();
   for (unsigned i = 0; i < names.size(); ++i) {
@@ -259,13 +270,14 @@ void Node::forget_peer(std::uint32_t slot) {
   for (auto& in : inbound_) {
     if (in->peer == slot) in->dead = true;
   }
-  auto pit = peers_.find(slot);
-  if (pit == peers_.end()) return;
-  Peer& p = pit->second;
+  Peer* pit = peers_.find(slot);
+  if (pit == nullptr) return;
+  Peer& p = *pit;
   for (const auto& n : p.names) {
     auto it = names_.find(n);
     if (it != names_.end() && it->second.first == slot) names_.erase(it);
   }
+  ++names_version_;
   p.names.clear();
   p.running = false;
   p.refused = false;
@@ -304,15 +316,15 @@ void Node::drain_replies_from(std::uint32_t slot) {
 void Node::on_peer_down(schema::PeerDown::Reader down) {
   const std::uint32_t slot = down.getSlot(), inc = down.getIncarnation();
   drain_replies_from(slot);
-  auto pit = peers_.find(slot);
-  if (pit != peers_.end() && pit->second.incarnation == inc) pit->second.running = false;
+  Peer* pit = peers_.find(slot);
+  if (pit != nullptr && pit->incarnation == inc) pit->running = false;
   std::string why = describe(down.getReason());
   for (auto& [corr, p] : pending_) {
     if (p.done || p.slot != slot || (p.stamp != inc && p.stamp != 0)) continue;
     p.done = true;
     p.result->error_ = CallError::callee_died;
     p.result->text_ = fmt::format("callee {} (slot {}, incarnation {}) died: {}",
-                                  pit != peers_.end() ? pit->second.child : "?", slot, inc, why);
+                                  pit != nullptr ? pit->child : "?", slot, inc, why);
   }
   // Links: an exit signal for each local actor linked to the dead incarnation.
   const bool quiet = down.getReason().isNormal() || down.getReason().isShutdown();
@@ -332,12 +344,12 @@ void Node::on_peer_down(schema::PeerDown::Reader down) {
       held_.push_back(Held{local, slot, capnp::messageToFlatArray(mb)});
     } else if (!quiet && !linked_death_) {
       std::string name = actors_ && local < actors_->size() ? (*actors_)[local]->name() : "";
-      std::string remote = pit != peers_.end() && it->remote.actor < pit->second.names.size()
-                               ? pit->second.names[it->remote.actor]
+      std::string remote = pit != nullptr && it->remote.actor < pit->names.size()
+                               ? pit->names[it->remote.actor]
                                : "";
       linked_death_ = LinkedDeath{
           name, fmt::format("linked actor {} in {} exited: {}", remote.empty() ? "?" : remote,
-                            pit != peers_.end() ? pit->second.child : "?", why)};
+                            pit != nullptr ? pit->child : "?", why)};
     }
     it = links_.erase(it);
   }
@@ -423,8 +435,8 @@ void Node::report_broken(std::uint32_t peer, const std::string& detail) {
   auto b = mb.initRoot<schema::ToSupervisor>().initBrokenChannel();
   b.setPeer(peer);
   b.setDetail(detail);
-  if (auto pit = peers_.find(peer); pit != peers_.end()) {
-    b.setProducerIncarnation(pit->second.incarnation);
+  if (Peer* pit = peers_.find(peer); pit != nullptr) {
+    b.setProducerIncarnation(pit->incarnation);
   }
   auto words = capnp::messageToFlatArray(mb);
   (void)ipc::send_packet(control_fd_, as_bytes(words));
@@ -434,21 +446,26 @@ void Node::report_broken(std::uint32_t peer, const std::string& detail) {
 
 std::optional<Node::Resolved> Node::resolve(const Target& t) const {
   if (const auto* name = std::get_if<std::string>(&t)) {
-    auto it = names_.find(*name);
-    if (it == names_.end()) return std::nullopt;
-    auto p = peers_.find(it->second.first);
-    std::uint32_t stamp = (p != peers_.end() && p->second.running) ? p->second.incarnation : 0;
-    return Resolved{it->second.first, it->second.second, stamp};
+    if (last_name_version_ != names_version_ || *name != last_name_) {
+      auto it = names_.find(*name);
+      if (it == names_.end()) return std::nullopt;
+      last_name_ = *name;
+      last_entry_ = it->second;
+      last_name_version_ = names_version_;
+    }
+    const Peer* p = peers_.find(last_entry_.first);
+    std::uint32_t stamp = (p != nullptr && p->running) ? p->incarnation : 0;
+    return Resolved{last_entry_.first, last_entry_.second, stamp};
   }
   const auto& ref = std::get<ActorRef>(t);
-  auto p = peers_.find(ref.worker);
-  if (p == peers_.end()) return std::nullopt;
+  const Peer* p = peers_.find(ref.worker);
+  if (p == nullptr) return std::nullopt;
   // A reference to an incarnation that is gone names nobody (noproc).
-  if (ref.incarnation != 0 && (ref.incarnation != p->second.incarnation || !p->second.running)) {
+  if (ref.incarnation != 0 && (ref.incarnation != p->incarnation || !p->running)) {
     return std::nullopt;
   }
   std::uint32_t stamp = ref.incarnation;
-  if (stamp == 0 && p->second.running) stamp = p->second.incarnation;
+  if (stamp == 0 && p->running) stamp = p->incarnation;
   return Resolved{ref.worker, ref.actor, stamp};
 }
 
@@ -609,9 +626,9 @@ CallResult Node::call(std::uint32_t from_actor, const Target& to, const PayloadF
 }
 
 SendStatus Node::reply(std::uint32_t from_actor, const From& from, const PayloadFn& answer) {
-  auto pit = peers_.find(from.caller.worker);
-  if (pit == peers_.end()) return SendStatus::noproc;
-  return publish(pit->second, [&](schema::Envelope::Builder e) {
+  Peer* pit = peers_.find(from.caller.worker);
+  if (pit == nullptr) return SendStatus::noproc;
+  return publish(*pit, [&](schema::Envelope::Builder e) {
     e.setKind(schema::Kind::REPLY);
     set_ref(e.initDestination(), from.caller);
     set_ref(e.initSource(), ActorRef{slot_, incarnation_, from_actor});
@@ -622,11 +639,11 @@ SendStatus Node::reply(std::uint32_t from_actor, const From& from, const Payload
 
 void Node::send_error_reply(std::uint32_t sender_slot, schema::Envelope::Reader call,
                             schema::ErrorCode code, const std::string& text) {
-  auto pit = peers_.find(sender_slot);
-  if (pit == peers_.end()) return;
+  Peer* pit = peers_.find(sender_slot);
+  if (pit == nullptr) return;
   ActorRef caller{sender_slot, call.getSource().getIncarnation(), call.getSource().getActor()};
   std::uint64_t corr = call.getCorrelationId();
-  (void)publish(pit->second, [&](schema::Envelope::Builder e) {
+  (void)publish(*pit, [&](schema::Envelope::Builder e) {
     e.setKind(schema::Kind::REPLY);
     set_ref(e.initDestination(), caller);
     set_ref(e.initSource(), ActorRef{slot_, incarnation_, call.getDestination().getActor()});
@@ -653,9 +670,9 @@ void Node::reply_bad_message(std::uint32_t sender_slot, std::span<const std::byt
     dest_actor = e.getDestination().getActor();
     is_call = true;
   });
-  auto pit = peers_.find(sender_slot);
-  if (!is_call || pit == peers_.end()) return;
-  (void)publish(pit->second, [&](schema::Envelope::Builder e) {
+  Peer* pit = peers_.find(sender_slot);
+  if (!is_call || pit == nullptr) return;
+  (void)publish(*pit, [&](schema::Envelope::Builder e) {
     e.setKind(schema::Kind::REPLY);
     set_ref(e.initDestination(), ActorRef{sender_slot, caller_inc, caller_actor});
     set_ref(e.initSource(), ActorRef{slot_, incarnation_, dest_actor});
@@ -696,16 +713,16 @@ std::string Node::request_child(bool start, const std::string& path,
 std::optional<ActorRef> Node::whereis(std::string_view name) const {
   auto it = names_.find(std::string(name));
   if (it == names_.end()) return std::nullopt;
-  auto p = peers_.find(it->second.first);
-  std::uint32_t inc = (p != peers_.end() && p->second.running) ? p->second.incarnation : 0;
+  const Peer* p = peers_.find(it->second.first);
+  std::uint32_t inc = (p != nullptr && p->running) ? p->incarnation : 0;
   return ActorRef{it->second.first, inc, it->second.second};
 }
 
 MonitorRef Node::monitor(std::uint32_t watcher, const Target& target) {
   MonitorRef ref{next_monitor_++};
   auto r = resolve(target);
-  auto p = r ? peers_.find(r->slot) : peers_.end();
-  if (!r || p == peers_.end() || !p->second.running) {
+  Peer* p = r ? peers_.find(r->slot) : nullptr;
+  if (p == nullptr || !p->running) {
     // Already gone (or never was): DOWN at once, reason noproc.
     capnp::MallocMessageBuilder mb;
     auto e = mb.initRoot<schema::Envelope>();
@@ -716,7 +733,7 @@ MonitorRef Node::monitor(std::uint32_t watcher, const Target& target) {
     held_.push_back(Held{watcher, slot_, capnp::messageToFlatArray(mb)});
     return ref;
   }
-  monitors_[ref.id] = Monitor{watcher, ActorRef{r->slot, p->second.incarnation, r->actor}};
+  monitors_[ref.id] = Monitor{watcher, ActorRef{r->slot, p->incarnation, r->actor}};
   return ref;
 }
 
@@ -732,13 +749,13 @@ void Node::trap_exit(std::uint32_t local, bool on) {
 SendStatus Node::link(std::uint32_t local, const Target& target, bool set) {
   auto r = resolve(target);
   if (!r) return SendStatus::noproc;
-  auto p = peers_.find(r->slot);
-  if (p == peers_.end() || !p->second.running) return SendStatus::noproc;
-  ActorRef remote{r->slot, p->second.incarnation, r->actor};
+  Peer* p = peers_.find(r->slot);
+  if (p == nullptr || !p->running) return SendStatus::noproc;
+  ActorRef remote{r->slot, p->incarnation, r->actor};
   std::erase_if(links_, [&](const Link& l) { return l.local == local && l.remote == remote; });
   if (set) links_.push_back(Link{local, remote});
   // The other end records (or forgets) the link too: a control envelope.
-  return publish(p->second, [&](schema::Envelope::Builder e) {
+  return publish(*p, [&](schema::Envelope::Builder e) {
     e.setKind(schema::Kind::CONTROL);
     set_ref(e.initDestination(), remote);
     set_ref(e.initSource(), ActorRef{slot_, incarnation_, local});
@@ -893,9 +910,9 @@ void Node::run_handler(std::uint32_t idx, const Message& msg) {
   switch (msg.kind()) {
     case schema::Kind::CALL: {
       From from{msg.sender(), msg.envelope().getCorrelationId()};
-      auto pit = peers_.find(from.caller.worker);
-      if (pit == peers_.end()) return;
-      Peer& caller = pit->second;
+      Peer* pit = peers_.find(from.caller.worker);
+      if (pit == nullptr) return;
+      Peer& caller = *pit;
       // The reply envelope is built once, header first, in scratch memory
       // (the handler may call(), which uses the channels), then pushed with
       // one copy.

@@ -205,8 +205,32 @@ class Node {
   kj::Array<capnp::word> start_copy_;
   std::optional<capnp::FlatArrayMessageReader> start_reader_;
 
-  std::unordered_map<std::uint32_t, Peer> peers_;
+  // Peers by slot (the supervisor's slots are small dense numbers, below
+  // ipc::kMaxSlots): an index, not a hash lookup, on every send and reply.
+  // A Peer never moves once made (references to it are kept across calls).
+  class PeerTable {
+   public:
+    [[nodiscard]] Peer* find(std::uint32_t slot) noexcept {
+      return slot < by_slot_.size() ? by_slot_[slot].get() : nullptr;
+    }
+    [[nodiscard]] const Peer* find(std::uint32_t slot) const noexcept {
+      return slot < by_slot_.size() ? by_slot_[slot].get() : nullptr;
+    }
+    // The peer in `slot`, made (empty) if there is none yet.
+    Peer& operator[](std::uint32_t slot);
+
+   private:
+    std::vector<std::unique_ptr<Peer>> by_slot_;
+  };
+  PeerTable peers_;
   std::unordered_map<std::string, std::pair<std::uint32_t, std::uint32_t>> names_;
+  // The last name resolve() looked up and its entry, valid while names_ has
+  // not changed since (names_version_): a hot loop calls one name over and
+  // over, and a string compare is cheaper than hashing it again.
+  std::uint64_t names_version_ = 0;
+  mutable std::uint64_t last_name_version_ = ~std::uint64_t{0};
+  mutable std::string last_name_;
+  mutable std::pair<std::uint32_t, std::uint32_t> last_entry_{};
   std::vector<std::unique_ptr<Inbound>> inbound_;
   std::vector<std::unique_ptr<Actor>>* actors_ = nullptr;
   std::vector<int> busy_;  // per actor: handler frames on the stack
