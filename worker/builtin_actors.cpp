@@ -510,12 +510,14 @@ class Garbler : public Actor {
       std::byte* data = view.ring.data() + sizeof(ipc::RingControl);
       std::uint64_t tail = ctl->tail.load(std::memory_order_relaxed);
       std::size_t pos = tail & (ctl->capacity - 1);
-      if (pos + 32 > ctl->capacity) throw std::runtime_error("garbler: no room at the ring end");
+      if (pos + ipc::kFrameAlign > ctl->capacity) {
+        throw std::runtime_error("garbler: no room at the ring end");
+      }
       // Properly stamped (published), but the length is out of bounds.
       ipc::FrameHeader h{0, 0x7ffffff0u, schema::kEnvelopeFrame};
       std::memcpy(data + pos, &h, sizeof h);
       ipc::stamp_at(data + pos).store(ipc::stamp_of(tail), std::memory_order_release);
-      ctl->tail.store(tail + 32, std::memory_order_release);
+      ctl->tail.store(tail + ipc::kFrameAlign, std::memory_order_release);
       bell.ring();
       reply.value().setSymbol("ok");
     } else {
