@@ -5,9 +5,9 @@
 # 8-byte aligned address, so the receiver reads it in place.
 #
 # Addressing: a destination or source names one actor in one incarnation of
-# one worker (the fields of ActorRef, inline).  The *sender* of a message is the ring it arrived on, never the `source`
-# field: `source` is where replies go, and a receiver checks it against the
-# ring's owner before trusting it.
+# one worker (the fields of ActorRef, inline).  The *sender* of a message is
+# the ring it arrived on, never the `source` field: `source` is where replies
+# go, and a receiver checks it against the ring's owner before trusting it.
 #
 # Kinds follow gen_server: a `call` expects exactly one `reply` (or an error
 # reply) carrying the same correlationId; `cast` and `info` expect nothing.

@@ -8,6 +8,7 @@
 #include "ipc/doorbell.hpp"
 #include "ipc/ring.hpp"
 #include "ipc/segment.hpp"
+#include "schema/codec.hpp"
 
 namespace bulkhead {
 namespace {
@@ -58,6 +59,32 @@ TEST(Layout, FrameHeaderAndDoorbellArePinned) {
   EXPECT_EQ(ipc::frame_bytes(1), 64u);
   EXPECT_EQ(ipc::frame_bytes(48), 64u);
   EXPECT_EQ(ipc::frame_bytes(49), 128u);
+}
+
+// The hot path is sized in cache lines: a call or reply with a small Value,
+// as the runtime builds it (addresses inline, the header fields set), is 104
+// bytes, and with its frame header exactly two lines.  An Envelope field
+// added before the payload, or a wider sequence number, shows here first.
+TEST(Layout, ASmallCallIsAFrameOfTwoCacheLines) {
+  alignas(8) std::byte area[256];
+  schema::FlatBuilder b(area);
+  auto e = b.init_root<schema::Envelope>();
+  e.setKind(schema::Kind::CALL);
+  auto d = e.initDestination();
+  d.setWorker(3);
+  d.setIncarnation(2);
+  d.setActor(1);
+  auto s = e.initSource();
+  s.setWorker(4);
+  s.setIncarnation(1);
+  s.setActor(0);
+  e.setCorrelationId(~std::uint64_t{0});
+  e.setDeadlineNs(-1);
+  e.getPayload().initValue().setInt(-1);
+  e.setSequence(~std::uint32_t{0});
+  const std::size_t n = b.finish();
+  EXPECT_EQ(n, 104u);
+  EXPECT_EQ(ipc::frame_bytes(n), 2 * ipc::kCacheLine);
 }
 
 }  // namespace
