@@ -1,9 +1,9 @@
 // bench/small_envelope.hpp: the small Envelope the ring figures exchange.
 //
 // The small envelope: kind, correlation id and a Value payload
-// holding one int (104 bytes flat with the segment table; no ActorRefs, no
-// name, no deadline: a call that sets destination and source is 40 bytes,
-// one cache line, bigger and measurably slower).  It is built by the real
+// holding one int (104 bytes flat with the segment table, the size of the
+// runtime's own call: the addresses are inline and take that room whether
+// set or not; no name, no deadline).  It is built by the real
 // codec in private memory and pushed with one copy (schema::send_message_copy:
 // the consumer polls the frame header, so building in the frame would have
 // its polls pull the lines away while they are written), and read as the

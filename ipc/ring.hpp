@@ -15,9 +15,9 @@
 // producer writes the next frame: sharing a line between two frames made the
 // line bounce between the CPUs mid-frame (casts: 3.8-4.4 M/s with 16-byte
 // frames against 5.5-6.9 M/s with whole lines), and a frame of 128 bytes
-// always takes 2 lines, never 3.  A frame never wraps: if it
-// does not fit before the end of the buffer, the producer writes a pad frame
-// (kind 0) to the end and starts at offset 0.
+// always takes 2 lines, never 3.  A frame never wraps: if it does not fit
+// before the end of the buffer, the producer writes a pad frame (kind 0) to
+// the end and starts at offset 0.
 //
 // Indices are 64-bit monotonic byte counters (they never wrap in practice):
 //   tail  written by the producer only, after each frame is published: for

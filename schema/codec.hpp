@@ -170,13 +170,11 @@ std::optional<DecodeError> read_message(std::span<const std::byte> bytes, const 
 std::optional<DecodeError> validate_envelope(std::span<const std::byte> bytes,
                                              const ReadLimits& limits = {});
 
-// The envelope and the header structs its check reads anyway, handed on so
-// that a receiver does not traverse the same pointers again (every struct
-// get is a checked traversal).
+// The envelope and the payload Value its check reads anyway, handed on so
+// that a receiver does not traverse the same pointer again (every struct get
+// is a traversal).  The addresses are inline groups: free to read again.
 struct EnvelopeParts {
   Envelope::Reader envelope;
-  Envelope::Destination::Reader destination;
-  Envelope::Source::Reader source;
   Value::Reader value;  // the payload, if it is a Value (has_value)
   bool has_value = false;
   bool plain = false;  // read through the unchecked fast path (plain_root)
@@ -187,12 +185,10 @@ struct EnvelopeParts {
 void walk_envelope_rest(const Envelope::Reader& e, EnvelopeParts& parts);
 
 // Throws kj::Exception if any field of `e` is bad (what validate_envelope
-// checks); fills `parts` with what it read.  The common case is inline: the
-// header structs and a scalar Value are read here, the rest out of line.
+// checks); fills `parts` with what it read.  The common case is inline: a
+// scalar Value is read here, the rest out of line.
 inline void walk_envelope(const Envelope::Reader& e, EnvelopeParts& parts) {
   parts.envelope = e;
-  parts.destination = e.getDestination();
-  parts.source = e.getSource();
   auto p = e.getPayload();
   const bool value = p.isValue();
   if (value) {

@@ -82,7 +82,7 @@ void set_ref(AddressBuilder b, const ActorRef& r) {
 
 // For replies read elsewhere (their Value is read from the envelope).
 schema::EnvelopeParts parts_of(schema::Envelope::Reader env) {
-  return {env, env.getDestination(), env.getSource(), {}, false};
+  return {env, {}, false, false};
 }
 
 // +1 on a counter only we write (see ipc::ChannelStats).
@@ -813,15 +813,13 @@ std::size_t Node::drain_inbound(Inbound& in) {
 void Node::deliver(const schema::EnvelopeParts& m, std::uint32_t sender_slot,
                    std::span<const std::byte> bytes) {
   const schema::Envelope::Reader env = m.envelope;
-  // Each header struct is read once (`m` has them from the check): every get
-  // of a struct pointer is a checked traversal, and this runs for every message.
   const schema::Kind kind = env.getKind();
   switch (kind) {
     case schema::Kind::REPLY: {
       // A reply to an earlier incarnation of this worker (its caller died,
       // the mailbox was kept) must not complete a call of this one: the
       // correlation ids start again at 1 in every incarnation.
-      const std::uint32_t to_incarnation = m.destination.getIncarnation();
+      const std::uint32_t to_incarnation = env.getDestination().getIncarnation();
       if (to_incarnation != 0 && to_incarnation != incarnation_) return;
       auto it = find_pending(env.getCorrelationId());
       if (it == pending_.end() || it->second.done || it->second.slot != sender_slot) return;
@@ -839,7 +837,7 @@ void Node::deliver(const schema::EnvelopeParts& m, std::uint32_t sender_slot,
     case schema::Kind::CALL:
     case schema::Kind::CAST:
     case schema::Kind::INFO: {
-      const auto dest = m.destination;
+      const auto dest = env.getDestination();
       const std::uint32_t idx = dest.getActor();
       if (actors_ == nullptr || idx >= actors_->size()) {
         if (kind == schema::Kind::CALL) {
@@ -864,7 +862,7 @@ void Node::deliver(const schema::EnvelopeParts& m, std::uint32_t sender_slot,
         return;
       }
       Message msg(env);
-      const auto src = m.source;
+      const auto src = env.getSource();
       msg.sender_ = ActorRef{sender_slot, src.getIncarnation(), src.getActor()};
       msg.value_ = m.value;
       msg.has_value_ = m.has_value;
@@ -876,8 +874,8 @@ void Node::deliver(const schema::EnvelopeParts& m, std::uint32_t sender_slot,
       auto p = env.getPayload();
       if (!p.isValue() || p.getValue().which() != schema::Value::SYMBOL) return;
       std::string_view op(p.getValue().getSymbol().cStr(), p.getValue().getSymbol().size());
-      const std::uint32_t local = m.destination.getActor();
-      ActorRef remote{sender_slot, m.source.getIncarnation(), m.source.getActor()};
+      const std::uint32_t local = env.getDestination().getActor();
+      ActorRef remote{sender_slot, env.getSource().getIncarnation(), env.getSource().getActor()};
       std::erase_if(links_, [&](const Link& l) { return l.local == local && l.remote == remote; });
       if (op == "link" && actors_ != nullptr && local < actors_->size()) {
         links_.push_back(Link{local, remote});

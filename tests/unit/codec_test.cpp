@@ -602,8 +602,8 @@ TEST(CodecPlain, ACallEnvelopeAsTheRuntimeBuildsItIsReadUncheckedWithTheSameFiel
   bool seen = false;
   auto err = schema::read_envelope(bytes, {}, [&](const schema::EnvelopeParts& m) {
     seen = true;
-    expect_address(m.destination, 10);
-    expect_address(m.source, 20);
+    expect_address(m.envelope.getDestination(), 10);
+    expect_address(m.envelope.getSource(), 20);
     EXPECT_EQ(m.envelope.getCorrelationId(), 77u);
     ASSERT_TRUE(m.has_value);
     EXPECT_EQ(std::string(m.value.getSymbol().cStr()), "ping");

@@ -188,8 +188,8 @@ TEST(RingCorruption, StaleHeaderFromTheLastLapIsNeverReadAsNew) {
   std::vector<std::byte> out(c.max_payload());
   std::uint32_t kind;
   std::size_t n;
-  for (int i = 0; i < 40; ++i) {  // 40 x 48 bytes: several laps, frames at shifting offsets
-    ASSERT_EQ(p.try_push(1, bytes_of(i, 32)), PushStatus::ok);
+  for (int i = 0; i < 40; ++i) {  // 64- and 128-byte frames: laps at shifting offsets
+    ASSERT_EQ(p.try_push(1, bytes_of(i, i % 3 == 0 ? 80 : 32)), PushStatus::ok);
     ASSERT_EQ(c.try_pop(kind, out, n), PopStatus::ok);
     ipc::Frame fr;
     ASSERT_EQ(c.try_peek(fr), PopStatus::empty) << "after frame " << i;
